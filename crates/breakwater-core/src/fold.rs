@@ -1,0 +1,1111 @@
+//! The fold: `apply(model, state, input, now, out)`.
+//!
+//! Deterministic and free of I/O: the same inputs at the same `now` give the same state and
+//! the same outputs, which is what makes replay and exactly-once restoration possible. The
+//! caller owns the output buffer and reuses it, so the hot path does not allocate (except when
+//! a key sees a system, a hold or a history entry for the first time).
+
+use crate::event::{
+    type_rule, CommandKind, EventClass, EventType, InventoryEvent, Measure, Millis, Mode,
+    ReservationCommand, Sign,
+};
+use crate::id::{fingerprint, Id, IdTooLong};
+use crate::model::{Authority, Model, Route, SysId};
+use crate::output::{
+    Alert, AlertKind, Cause, Decision, DecisionKind, Output, Propagation, RejectReason, RootCause,
+};
+use crate::state::{
+    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, View, HISTORY,
+    RECENT_IDS, SEQ_WINDOW,
+};
+
+/// Quantities beyond this magnitude are rejected as impossible; it also keeps every sum far
+/// from overflow.
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+
+/// One input to the fold.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// An inventory event from a system's input topic.
+    Event(&'a InventoryEvent),
+    /// A command from the reservation command topic.
+    Command(&'a ReservationCommand),
+    /// The clock reached `now`: fire due timers.
+    Timer,
+}
+
+/// What the fold did with a valid input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Folded into the state.
+    Applied,
+    /// Seen before (same `event_id`/`command_id`, or same `source_seq`): nothing changed,
+    /// nothing emitted.
+    Duplicate,
+    /// Arrived after a newer ABSOLUTE value from the same system that already includes it:
+    /// recorded as seen, nothing changed.
+    Superseded,
+}
+
+/// Why an input is invalid. It goes to the dead-letter topic with this reason; the state is
+/// untouched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// `system` is not in the config.
+    #[error("unknown system {0:?}")]
+    UnknownSystem(String),
+    /// A required text field is empty.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// An identifier is too long to store.
+    #[error("{field}: {source}")]
+    IdTooLong {
+        /// The field.
+        field: &'static str,
+        /// The length problem.
+        #[source]
+        source: IdTooLong,
+    },
+    /// The event type cannot change that measure.
+    #[error("{event_type:?} cannot change {measure:?}")]
+    MeasureNotAllowed {
+        /// The type.
+        event_type: EventType,
+        /// The measure.
+        measure: Measure,
+    },
+    /// The event type does not allow that mode.
+    #[error("{event_type:?} does not allow mode {mode:?}")]
+    ModeNotAllowed {
+        /// The type.
+        event_type: EventType,
+        /// The mode.
+        mode: Mode,
+    },
+    /// The quantity cannot happen.
+    #[error("impossible quantity {quantity} for {event_type:?} {mode:?}: {why}")]
+    ImpossibleQuantity {
+        /// The type.
+        event_type: EventType,
+        /// The mode.
+        mode: Mode,
+        /// The quantity.
+        quantity: i64,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// A field that must not be negative is.
+    #[error("{0} must not be negative")]
+    Negative(&'static str),
+    /// Too far behind the newest `source_seq` to tell a late event from a duplicate.
+    #[error(
+        "source_seq {seq} is more than {SEQ_WINDOW} behind the newest seen ({max}) from this \
+         system for this key"
+    )]
+    TooLate {
+        /// The event's sequence number.
+        seq: u64,
+        /// The newest seen.
+        max: u64,
+    },
+}
+
+impl Rejection {
+    /// A short, bounded code for metrics labels and the dead-letter `reason` header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnknownSystem(_) => "unknown_system",
+            Rejection::Empty(_) => "empty_field",
+            Rejection::IdTooLong { .. } => "id_too_long",
+            Rejection::MeasureNotAllowed { .. } => "measure_not_allowed",
+            Rejection::ModeNotAllowed { .. } => "mode_not_allowed",
+            Rejection::ImpossibleQuantity { .. } => "impossible_quantity",
+            Rejection::Negative(_) => "negative_field",
+            Rejection::TooLate { .. } => "too_late",
+        }
+    }
+}
+
+/// Applies one input at processing time `now`, mutating `state` and appending outputs to
+/// `out`.
+///
+/// # Errors
+/// A [`Rejection`] when the input is invalid; `state` and `out` are then untouched.
+pub fn apply(
+    model: &Model,
+    state: &mut KeyState,
+    input: Input<'_>,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> Result<Outcome, Rejection> {
+    match input {
+        Input::Event(e) => apply_event(model, state, e, now, out),
+        Input::Command(c) => apply_command(model, state, c, now, out),
+        Input::Timer => {
+            fire_timers(model, state, now, out);
+            Ok(Outcome::Applied)
+        }
+    }
+}
+
+/// An event that passed validation, with its identifiers resolved.
+struct Valid<'a> {
+    e: &'a InventoryEvent,
+    system: SysId,
+    id: Id,
+    class: EventClass,
+    seq: Option<u64>,
+    based_on: Option<u64>,
+}
+
+/// Checks an event against the config and the type table without touching any state.
+///
+/// # Errors
+/// The first rule the event breaks.
+pub fn validate<'a>(model: &Model, e: &'a InventoryEvent) -> Result<ValidEvent<'a>, Rejection> {
+    let system = model
+        .system_by_name(&e.system)
+        .ok_or_else(|| Rejection::UnknownSystem(e.system.clone()))?
+        .id;
+    if e.event_id.is_empty() {
+        return Err(Rejection::Empty("event_id"));
+    }
+    if e.sku.is_empty() {
+        return Err(Rejection::Empty("sku"));
+    }
+    let id = Id::new(&e.event_id).map_err(|source| Rejection::IdTooLong {
+        field: "event_id",
+        source,
+    })?;
+    let rule = type_rule(e.event_type);
+    if !rule.measures.contains(&e.measure) {
+        return Err(Rejection::MeasureNotAllowed {
+            event_type: e.event_type,
+            measure: e.measure,
+        });
+    }
+    let impossible = |why| Rejection::ImpossibleQuantity {
+        event_type: e.event_type,
+        mode: e.mode,
+        quantity: e.quantity,
+        why,
+    };
+    if e.quantity.unsigned_abs() > MAX_QUANTITY.unsigned_abs() {
+        return Err(impossible("magnitude above 10^12"));
+    }
+    match e.mode {
+        Mode::Delta => match rule.delta {
+            None => {
+                return Err(Rejection::ModeNotAllowed {
+                    event_type: e.event_type,
+                    mode: e.mode,
+                })
+            }
+            Some(Sign::Positive) if e.quantity <= 0 => return Err(impossible("must be > 0")),
+            Some(Sign::Negative) if e.quantity >= 0 => return Err(impossible("must be < 0")),
+            Some(Sign::Any) if e.quantity == 0 => return Err(impossible("a zero change")),
+            Some(_) => {}
+        },
+        Mode::Absolute => {
+            if !rule.absolute {
+                return Err(Rejection::ModeNotAllowed {
+                    event_type: e.event_type,
+                    mode: e.mode,
+                });
+            }
+            // A storefront may show a negative availability; no physical or bookkeeping
+            // quantity can be negative.
+            if e.quantity < 0 && e.measure != Measure::Available {
+                return Err(impossible("a stored measure cannot be negative"));
+            }
+        }
+    }
+    let seq = opt_non_negative(e.source_seq, "source_seq")?;
+    let based_on = opt_non_negative(e.based_on_version, "based_on_version")?;
+    Ok(ValidEvent(Valid {
+        e,
+        system,
+        id,
+        class: rule.class,
+        seq,
+        based_on,
+    }))
+}
+
+/// An event [`validate`] accepted.
+pub struct ValidEvent<'a>(Valid<'a>);
+
+fn opt_non_negative(v: Option<i64>, field: &'static str) -> Result<Option<u64>, Rejection> {
+    match v {
+        None => Ok(None),
+        Some(v) => u64::try_from(v)
+            .map(Some)
+            .map_err(|_| Rejection::Negative(field)),
+    }
+}
+
+fn apply_event(
+    model: &Model,
+    st: &mut KeyState,
+    e: &InventoryEvent,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> Result<Outcome, Rejection> {
+    let ValidEvent(v) = validate(model, e)?;
+    let fp = v.id.fingerprint();
+    if st.recent.contains(&fp) {
+        return Ok(Outcome::Duplicate);
+    }
+    let vi = view_index(st, v.system);
+    // The source_seq window: duplicates, late events, superseded deltas.
+    let mut superseded = false;
+    if let Some(seq) = v.seq {
+        let view = &mut st.views[vi];
+        match seq_status(view, seq) {
+            SeqStatus::Duplicate => return Ok(Outcome::Duplicate),
+            SeqStatus::TooLate => {
+                return Err(Rejection::TooLate {
+                    seq,
+                    max: view.max_seq,
+                })
+            }
+            SeqStatus::Late => {
+                // A late ABSOLUTE is older than the value we hold; a late DELTA at or below the
+                // last ABSOLUTE's seq is already inside that value. Either way: no change.
+                let m = v.e.measure.index();
+                superseded = v.e.mode == Mode::Absolute || seq <= view.abs_seq[m];
+            }
+            SeqStatus::New => {}
+        }
+        mark_seq(view, seq);
+    }
+    remember(st, fp);
+    if superseded {
+        st.views[vi].last_seen = now;
+        return Ok(Outcome::Superseded);
+    }
+
+    let measure = v.e.measure;
+    let root = RootCause {
+        event_id: v.id,
+        system: v.system,
+        cause: Cause::Event(v.e.event_type),
+        occurred_at: v.e.occurred_at,
+        version: 0,
+    };
+
+    // Checkpoint at the handoff: an action on stale data is flagged, never silently accepted.
+    if v.class == EventClass::Consuming {
+        check_action(st, &v, now, out);
+    }
+
+    // The system's own view.
+    let authority = model.authority(measure);
+    let is_authority = measure != Measure::Available
+        && match authority {
+            Authority::System(s) => s == v.system,
+            // The ledger takes orders from every channel; counts and snapshots of `committed`
+            // from a system remain that system's view.
+            Authority::Ledger => v.class != EventClass::Count,
+        };
+    let old_reading = st.views[vi].readings[measure.index()];
+    let base = match (old_reading, is_authority) {
+        (Some(r), _) => Some(r.value),
+        // An authority's first delta builds on the authoritative value it maintains.
+        (None, true) if st.is_known(measure) => Some(st.value(measure)),
+        (None, true) => Some(0),
+        (None, false) => None,
+    };
+    let new_value = match v.e.mode {
+        Mode::Absolute => Some(v.e.quantity),
+        Mode::Delta => base.map(|b| b.saturating_add(v.e.quantity)),
+    };
+    {
+        let view = &mut st.views[vi];
+        if let Some(value) = new_value {
+            view.readings[measure.index()] = Some(Reading {
+                value,
+                event_id: v.id,
+                occurred_at: v.e.occurred_at,
+                at: now,
+            });
+        }
+        if v.e.mode == Mode::Absolute {
+            if let Some(seq) = v.seq {
+                view.abs_seq[measure.index()] = view.abs_seq[measure.index()].max(seq);
+            }
+        }
+        view.last_seen = now;
+    }
+
+    if is_authority {
+        let i = measure.index();
+        let old = st.auth[i];
+        let new = match v.e.mode {
+            Mode::Absolute => v.e.quantity,
+            Mode::Delta => old.saturating_add(v.e.quantity),
+        };
+        if new != old || !st.is_known(measure) {
+            st.auth[i] = new;
+            st.known |= 1 << i;
+            let origin = match authority {
+                Authority::System(s) => s,
+                Authority::Ledger => SysId::ledger(),
+            };
+            // The authority itself already has the value; every other downstream system,
+            // including the channel whose order reached the ledger, must hear of it.
+            let exclude = (origin == v.system).then_some(v.system);
+            commit_change(model, st, root, origin, exclude, now, out);
+        } else {
+            evaluate_view(model, st, vi, Trigger::Own(root), now, out);
+        }
+    } else {
+        let changed = new_value.is_some() && new_value != old_reading.map(|r| r.value);
+        if changed && v.class == EventClass::Count {
+            check_unpropagated(model, st, vi, measure, root, now, out);
+        }
+        evaluate_view(model, st, vi, Trigger::Own(root), now, out);
+    }
+
+    if let Some(version) = v.based_on {
+        acknowledge(model, st, vi, version, now, out);
+    }
+    Ok(Outcome::Applied)
+}
+
+/// STALE_ACTION and OVERSELL for an allocation or order, judged against the state the action
+/// should have seen (before applying it).
+fn check_action(
+    st: &KeyState,
+    v: &Valid<'_>,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    let stale_by_version = v.based_on.is_some_and(|b| b < st.version);
+    let stale_by_time = v.e.data_as_of.is_some_and(|t| t < st.changed_at);
+    if stale_by_version || stale_by_time {
+        // The root is the first change the actor missed.
+        let missed = st.history.iter().find(|c| match v.based_on {
+            Some(b) => c.version > b,
+            None => v.e.data_as_of.is_some_and(|t| c.at > t),
+        });
+        if let Some(c) = missed.or(st.history.last()) {
+            out.push(Output::Alert(Alert {
+                kind: AlertKind::StaleAction,
+                resolves: None,
+                system: v.system,
+                measure: v.e.measure,
+                expected: to_i64(st.version),
+                observed: v.based_on.map_or(-1, to_i64),
+                root: c.root,
+                origin: c.origin,
+                window_ms: 0,
+                diverged_at: c.at,
+                opened_at: now,
+                opened_version: st.version,
+                trigger: v.id,
+                resolved_at: None,
+            }));
+        }
+    }
+    let sellable = st.sellable();
+    if v.e.quantity > sellable {
+        // The root is the last change that took availability down, else the last change.
+        let mut prev_available = None;
+        let mut root = None;
+        for c in &st.history {
+            let a = c.values[Measure::Available.index()];
+            if prev_available.is_some_and(|p| a < p) {
+                root = Some(c);
+            }
+            prev_available = Some(a);
+        }
+        let root = root.or(st.history.last());
+        out.push(Output::Alert(Alert {
+            kind: AlertKind::Oversell,
+            resolves: None,
+            system: v.system,
+            measure: v.e.measure,
+            expected: sellable,
+            observed: v.e.quantity,
+            root: root.map_or(self_root(v), |c| c.root),
+            origin: root.map_or(v.system, |c| c.origin),
+            window_ms: 0,
+            diverged_at: root.map_or(now, |c| c.at),
+            opened_at: now,
+            opened_version: st.version,
+            trigger: v.id,
+            resolved_at: None,
+        }));
+    }
+}
+
+fn self_root(v: &Valid<'_>) -> RootCause {
+    RootCause {
+        event_id: v.id,
+        system: v.system,
+        cause: Cause::Event(v.e.event_type),
+        occurred_at: v.e.occurred_at,
+        version: 0,
+    }
+}
+
+/// A non-authoritative system's count moved its value to one that was never authoritative:
+/// a change that bypassed the chain.
+fn check_unpropagated(
+    model: &Model,
+    st: &KeyState,
+    vi: usize,
+    m: Measure,
+    root: RootCause,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    if !st.is_known(m) || !held_to(model, st.views[vi].system, m) {
+        return;
+    }
+    let Some(r) = st.views[vi].readings[m.index()] else {
+        return;
+    };
+    let tol = model.tolerance(m);
+    let expected = expected_value(st, m);
+    if (r.value - expected).abs() <= tol {
+        return;
+    }
+    let was_authoritative = st
+        .history
+        .iter()
+        .any(|c| (c.values[m.index()] - r.value).abs() <= tol);
+    if was_authoritative {
+        return;
+    }
+    out.push(Output::Alert(Alert {
+        kind: AlertKind::UnpropagatedChange,
+        resolves: None,
+        system: st.views[vi].system,
+        measure: m,
+        expected,
+        observed: r.value,
+        root,
+        origin: root.system,
+        window_ms: 0,
+        diverged_at: now,
+        opened_at: now,
+        opened_version: st.version,
+        trigger: root.event_id,
+        resolved_at: None,
+    }));
+}
+
+/// Records an authoritative change: bumps the version, remembers it, propagates it downstream
+/// and re-evaluates every view against the new truth.
+fn commit_change(
+    model: &Model,
+    st: &mut KeyState,
+    mut root: RootCause,
+    origin: SysId,
+    exclude: Option<SysId>,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    st.version += 1;
+    st.changed_at = now;
+    root.version = st.version;
+    let mut values = [0; 5];
+    for m in Measure::ALL {
+        values[m.index()] = st.value(m);
+    }
+    if st.history.len() == HISTORY {
+        st.history.remove(0);
+    }
+    st.history.push(Change {
+        version: st.version,
+        root,
+        origin,
+        at: now,
+        values,
+    });
+    let snapshot = st.snapshot();
+    for sys in model.systems() {
+        if Some(sys.id) == exclude {
+            continue;
+        }
+        let Some(route) = model.route(origin, sys.id) else {
+            continue;
+        };
+        let deadline = now.saturating_add(window(route));
+        out.push(Output::Propagation(Propagation {
+            target: sys.id,
+            version: st.version,
+            state: snapshot,
+            root,
+            origin,
+            emitted_at: now,
+            deadline,
+        }));
+        if !sys.acks_versions {
+            continue;
+        }
+        if let Some(v) = st.views.iter_mut().find(|v| v.system == sys.id) {
+            if v.pending_ack.is_none() {
+                v.pending_ack = Some(PendingAck {
+                    version: st.version,
+                    since: now,
+                    deadline,
+                    root,
+                    origin,
+                    window_ms: route.window_ms,
+                    alert: None,
+                });
+            }
+        }
+    }
+    for vi in 0..st.views.len() {
+        evaluate_view(
+            model,
+            st,
+            vi,
+            Trigger::Change { root, origin },
+            now,
+            out,
+        );
+    }
+}
+
+/// Why a view is being re-evaluated.
+#[derive(Clone, Copy)]
+enum Trigger {
+    /// The system itself published.
+    Own(RootCause),
+    /// The authoritative state changed.
+    Change { root: RootCause, origin: SysId },
+}
+
+/// The value a system's reading of `m` is compared with. A storefront cannot show less than
+/// zero, so `available` is compared clamped at zero.
+fn expected_value(st: &KeyState, m: Measure) -> i64 {
+    match m {
+        Measure::Available => st.value(m).max(0),
+        _ => st.value(m),
+    }
+}
+
+/// Whether `system` is downstream of the authority of `m` (for `available`: of any authority),
+/// i.e. whether it is expected to converge on it.
+fn held_to(model: &Model, system: SysId, m: Measure) -> bool {
+    route_for(model, system, m).is_some()
+}
+
+fn route_for(model: &Model, system: SysId, m: Measure) -> Option<&Route> {
+    match m {
+        Measure::Available => Measure::STORED
+            .iter()
+            .filter_map(|s| model.route(model.origin_of(*s), system))
+            .min_by_key(|r| r.window_ms),
+        _ => model.route(model.origin_of(m), system),
+    }
+}
+
+fn window(route: &Route) -> Millis {
+    i64::try_from(route.window_ms).unwrap_or(Millis::MAX)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Compares every reading of one view with the authoritative state, opening, keeping,
+/// restarting or closing divergences.
+fn evaluate_view(
+    model: &Model,
+    st: &mut KeyState,
+    vi: usize,
+    trigger: Trigger,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    let system = st.views[vi].system;
+    let Some(sys) = model.system(system) else {
+        return;
+    };
+    let customer_facing = sys.customer_facing;
+    for m in Measure::ALL {
+        let mi = m.index();
+        let Some(reading) = st.views[vi].readings[mi] else {
+            continue;
+        };
+        let authority_here = m != Measure::Available && model.origin_of(m) == system;
+        let route = if authority_here || !st.is_known(m) {
+            None
+        } else {
+            route_for(model, system, m)
+        };
+        let Some(route) = route else {
+            continue;
+        };
+        let expected = expected_value(st, m);
+        let diff = reading.value.saturating_sub(expected);
+        let current = st.views[vi].divergence[mi];
+        if diff.abs() <= model.tolerance(m) {
+            if let Some(d) = current {
+                resolve(st, vi, m, &d, expected, reading.value, now, out);
+                st.views[vi].divergence[mi] = None;
+            }
+            continue;
+        }
+        let sign: i8 = if diff > 0 { 1 } else { -1 };
+        let mut d = match current {
+            Some(d) if d.sign == sign => d,
+            _ => {
+                if let Some(d) = current {
+                    // The system went from too low to too high (or back): that divergence
+                    // ended and a new one, with a new root, began.
+                    resolve(st, vi, m, &d, expected, reading.value, now, out);
+                }
+                let (root, origin, window_ms) = match trigger {
+                    Trigger::Own(root) => (root, system, route.window_ms),
+                    Trigger::Change { root, origin } => (
+                        root,
+                        origin,
+                        model
+                            .route(origin, system)
+                            .map_or(route.window_ms, |r| r.window_ms),
+                    ),
+                };
+                Divergence {
+                    since: now,
+                    deadline: now.saturating_add(i64::try_from(window_ms).unwrap_or(i64::MAX)),
+                    root,
+                    origin,
+                    sign,
+                    window_ms,
+                    alert: None,
+                }
+            }
+        };
+        // What a customer sees is acted on at once: a customer-facing system reporting more
+        // than exists is flagged on the report, without waiting out the window.
+        let reported = matches!(trigger, Trigger::Own(_));
+        if reported && d.alert.is_none() && customer_facing && m == Measure::Available && sign > 0
+        {
+            d.alert = Some(open(
+                st,
+                system,
+                m,
+                &d,
+                AlertKind::PhantomAvailability,
+                expected,
+                reading.value,
+                now,
+                out,
+            ));
+        }
+        st.views[vi].divergence[mi] = Some(d);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open(
+    st: &KeyState,
+    system: SysId,
+    m: Measure,
+    d: &Divergence,
+    kind: AlertKind,
+    expected: i64,
+    observed: i64,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> OpenAlert {
+    out.push(Output::Alert(Alert {
+        kind,
+        resolves: None,
+        system,
+        measure: m,
+        expected,
+        observed,
+        root: d.root,
+        origin: d.origin,
+        window_ms: d.window_ms,
+        diverged_at: d.since,
+        opened_at: now,
+        opened_version: st.version,
+        trigger: Id::EMPTY,
+        resolved_at: None,
+    }));
+    OpenAlert {
+        kind,
+        opened_at: now,
+        opened_version: st.version,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve(
+    st: &KeyState,
+    vi: usize,
+    m: Measure,
+    d: &Divergence,
+    expected: i64,
+    observed: i64,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    let Some(a) = d.alert else { return };
+    out.push(Output::Alert(Alert {
+        kind: AlertKind::Resolved,
+        resolves: Some(a.kind),
+        system: st.views[vi].system,
+        measure: m,
+        expected,
+        observed,
+        root: d.root,
+        origin: d.origin,
+        window_ms: d.window_ms,
+        diverged_at: d.since,
+        opened_at: a.opened_at,
+        opened_version: a.opened_version,
+        trigger: Id::EMPTY,
+        resolved_at: Some(now),
+    }));
+}
+
+/// A system said it acted on (or holds) `version`.
+fn acknowledge(
+    model: &Model,
+    st: &mut KeyState,
+    vi: usize,
+    version: u64,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    let view = &mut st.views[vi];
+    let acked = view.acked_version.map_or(version, |a| a.max(version));
+    view.acked_version = Some(acked);
+    let Some(p) = view.pending_ack else { return };
+    if acked < p.version {
+        return;
+    }
+    if let Some(a) = p.alert {
+        out.push(Output::Alert(Alert {
+            kind: AlertKind::Resolved,
+            resolves: Some(AlertKind::HandoffTimeout),
+            system: view.system,
+            measure: Measure::Available,
+            expected: to_i64(p.version),
+            observed: to_i64(acked),
+            root: p.root,
+            origin: p.origin,
+            window_ms: p.window_ms,
+            diverged_at: p.since,
+            opened_at: a.opened_at,
+            opened_version: a.opened_version,
+            trigger: Id::EMPTY,
+            resolved_at: Some(now),
+        }));
+    }
+    // Still behind a newer version: the oldest one it has not acknowledged is now pending.
+    let system = view.system;
+    view.pending_ack = st
+        .history
+        .iter()
+        .find(|c| c.version > acked)
+        .and_then(|c| {
+            let route = model.route(c.origin, system)?;
+            Some(PendingAck {
+                version: c.version,
+                since: c.at,
+                deadline: c.at.saturating_add(window(route)),
+                root: c.root,
+                origin: c.origin,
+                window_ms: route.window_ms,
+                alert: None,
+            })
+        });
+}
+
+/// Fires every timer due at `now`: hold expiries, divergence and acknowledgement deadlines.
+fn fire_timers(model: &Model, st: &mut KeyState, now: Millis, out: &mut Vec<Output>) {
+    let mut i = 0;
+    while i < st.holds.len() {
+        if st.holds[i].expires_at <= now {
+            let h = st.holds.remove(i);
+            st.reserved = st.reserved.saturating_sub(h.quantity);
+            let root = RootCause {
+                event_id: h.reservation_id,
+                system: SysId::ledger(),
+                cause: Cause::Expiry,
+                occurred_at: h.expires_at,
+                version: 0,
+            };
+            commit_change(model, st, root, SysId::ledger(), None, now, out);
+            out.push(decision(
+                st,
+                DecisionKind::Expired,
+                None,
+                h.reservation_id,
+                Id::EMPTY,
+                h.channel,
+                h.quantity,
+                None,
+                now,
+            ));
+        } else {
+            i += 1;
+        }
+    }
+    for vi in 0..st.views.len() {
+        let system = st.views[vi].system;
+        let customer_facing = model.system(system).is_some_and(|s| s.customer_facing);
+        for m in Measure::ALL {
+            let mi = m.index();
+            let Some(d) = st.views[vi].divergence[mi] else {
+                continue;
+            };
+            if d.alert.is_some() || d.deadline > now {
+                continue;
+            }
+            let observed = st.views[vi].readings[mi].map_or(0, |r| r.value);
+            let kind = if customer_facing && m == Measure::Available && d.sign > 0 {
+                AlertKind::PhantomAvailability
+            } else {
+                AlertKind::Drift
+            };
+            let expected = expected_value(st, m);
+            let a = open(st, system, m, &d, kind, expected, observed, now, out);
+            if let Some(d) = st.views[vi].divergence[mi].as_mut() {
+                d.alert = Some(a);
+            }
+        }
+        if let Some(p) = st.views[vi].pending_ack {
+            if p.alert.is_none() && p.deadline <= now {
+                out.push(Output::Alert(Alert {
+                    kind: AlertKind::HandoffTimeout,
+                    resolves: None,
+                    system,
+                    measure: Measure::Available,
+                    expected: to_i64(p.version),
+                    observed: st.views[vi].acked_version.map_or(-1, to_i64),
+                    root: p.root,
+                    origin: p.origin,
+                    window_ms: p.window_ms,
+                    diverged_at: p.since,
+                    opened_at: now,
+                    opened_version: st.version,
+                    trigger: Id::EMPTY,
+                    resolved_at: None,
+                }));
+                if let Some(p) = st.views[vi].pending_ack.as_mut() {
+                    p.alert = Some(OpenAlert {
+                        kind: AlertKind::HandoffTimeout,
+                        opened_at: now,
+                        opened_version: st.version,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn apply_command(
+    model: &Model,
+    st: &mut KeyState,
+    c: &ReservationCommand,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> Result<Outcome, Rejection> {
+    if c.command_id.is_empty() {
+        return Err(Rejection::Empty("command_id"));
+    }
+    if c.reservation_id.is_empty() {
+        return Err(Rejection::Empty("reservation_id"));
+    }
+    if c.sku.is_empty() {
+        return Err(Rejection::Empty("sku"));
+    }
+    let id = |field, s: &str| Id::new(s).map_err(|source| Rejection::IdTooLong { field, source });
+    let command_id = id("command_id", &c.command_id)?;
+    let reservation_id = id("reservation_id", &c.reservation_id)?;
+    let channel = id("channel", &c.channel)?;
+    // Command ids share the duplicate ring with event ids; prefix so the two never collide.
+    let fp = fingerprint(&c.command_id) ^ 0x9e37_79b9_7f4a_7c15;
+    if st.recent.contains(&fp) {
+        return Ok(Outcome::Duplicate);
+    }
+    remember(st, fp);
+    let root = RootCause {
+        event_id: command_id,
+        system: SysId::ledger(),
+        cause: Cause::Command(c.command),
+        occurred_at: c.issued_at,
+        version: 0,
+    };
+    let reject = |st: &KeyState, reason, out: &mut Vec<Output>| {
+        out.push(decision(
+            st,
+            DecisionKind::Rejected,
+            Some(reason),
+            reservation_id,
+            command_id,
+            channel,
+            c.quantity,
+            None,
+            now,
+        ));
+        Ok(Outcome::Applied)
+    };
+    let held = st
+        .holds
+        .iter()
+        .position(|h| h.reservation_id == reservation_id);
+    match c.command {
+        CommandKind::Reserve => {
+            let ttl = c.ttl_ms.filter(|t| *t > 0);
+            let (Some(ttl), true) = (ttl, c.quantity > 0 && c.quantity <= MAX_QUANTITY) else {
+                return reject(st, RejectReason::InvalidCommand, out);
+            };
+            if held.is_some() {
+                return reject(st, RejectReason::DuplicateReservation, out);
+            }
+            if c.quantity > st.sellable() {
+                return reject(st, RejectReason::InsufficientAvailability, out);
+            }
+            let expires_at = now.saturating_add(ttl);
+            st.holds.push(Hold {
+                reservation_id,
+                channel,
+                quantity: c.quantity,
+                expires_at,
+            });
+            st.reserved = st.reserved.saturating_add(c.quantity);
+            commit_change(model, st, root, SysId::ledger(), None, now, out);
+            out.push(decision(
+                st,
+                DecisionKind::Granted,
+                None,
+                reservation_id,
+                command_id,
+                channel,
+                c.quantity,
+                Some(expires_at),
+                now,
+            ));
+        }
+        CommandKind::Commit | CommandKind::Release => {
+            let Some(i) = held else {
+                return reject(st, RejectReason::UnknownReservation, out);
+            };
+            let h = st.holds.remove(i);
+            st.reserved = st.reserved.saturating_sub(h.quantity);
+            let kind = if c.command == CommandKind::Commit {
+                // Committed units live in the ledger when it is `committed`'s authority;
+                // otherwise the authority's next report is expected to include them.
+                if model.authority(Measure::Committed) == Authority::Ledger {
+                    let ci = Measure::Committed.index();
+                    st.auth[ci] = st.auth[ci].saturating_add(h.quantity);
+                    st.known |= 1 << ci;
+                }
+                DecisionKind::Committed
+            } else {
+                DecisionKind::Released
+            };
+            commit_change(model, st, root, SysId::ledger(), None, now, out);
+            out.push(decision(
+                st,
+                kind,
+                None,
+                reservation_id,
+                command_id,
+                h.channel,
+                h.quantity,
+                None,
+                now,
+            ));
+        }
+    }
+    Ok(Outcome::Applied)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decision(
+    st: &KeyState,
+    kind: DecisionKind,
+    reason: Option<RejectReason>,
+    reservation_id: Id,
+    command_id: Id,
+    channel: Id,
+    quantity: i64,
+    expires_at: Option<Millis>,
+    now: Millis,
+) -> Output {
+    Output::Decision(Decision {
+        kind,
+        reason,
+        reservation_id,
+        command_id,
+        channel,
+        quantity,
+        available: st.sellable(),
+        version: st.version,
+        expires_at,
+        decided_at: now,
+    })
+}
+
+fn view_index(st: &mut KeyState, system: SysId) -> usize {
+    match st.views.iter().position(|v| v.system == system) {
+        Some(i) => i,
+        None => {
+            st.views.push(View::new(system));
+            st.views.len() - 1
+        }
+    }
+}
+
+fn remember(st: &mut KeyState, fp: u64) {
+    if st.recent.len() < RECENT_IDS {
+        st.recent.push(fp);
+    } else {
+        let i = usize::from(st.recent_next) % RECENT_IDS;
+        st.recent[i] = fp;
+        // RECENT_IDS (16) fits in u8.
+        st.recent_next = ((i + 1) % RECENT_IDS) as u8;
+    }
+}
+
+enum SeqStatus {
+    New,
+    Late,
+    Duplicate,
+    TooLate,
+}
+
+fn seq_status(view: &View, seq: u64) -> SeqStatus {
+    if view.seq_bits == 0 || seq > view.max_seq {
+        return SeqStatus::New;
+    }
+    let behind = view.max_seq - seq;
+    if behind >= SEQ_WINDOW {
+        SeqStatus::TooLate
+    } else if view.seq_bits & (1 << behind) != 0 {
+        SeqStatus::Duplicate
+    } else {
+        SeqStatus::Late
+    }
+}
+
+fn mark_seq(view: &mut View, seq: u64) {
+    if view.seq_bits == 0 {
+        view.max_seq = seq;
+        view.seq_bits = 1;
+    } else if seq > view.max_seq {
+        let shift = seq - view.max_seq;
+        view.seq_bits = if shift >= SEQ_WINDOW {
+            0
+        } else {
+            view.seq_bits << shift
+        } | 1;
+        view.max_seq = seq;
+    } else {
+        view.seq_bits |= 1 << (view.max_seq - seq);
+    }
+}
