@@ -15,8 +15,8 @@ use crate::output::{
     Alert, AlertKind, Cause, Decision, DecisionKind, Output, Propagation, RejectReason, RootCause,
 };
 use crate::state::{
-    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, View, HISTORY,
-    RECENT_IDS, SEQ_WINDOW,
+    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, View, HISTORY, RECENT_IDS,
+    SEQ_WINDOW,
 };
 
 /// Quantities beyond this magnitude are rejected as impossible; it also keeps every sum far
@@ -375,12 +375,7 @@ fn apply_event(
 
 /// STALE_ACTION and OVERSELL for an allocation or order, judged against the state the action
 /// should have seen (before applying it).
-fn check_action(
-    st: &KeyState,
-    v: &Valid<'_>,
-    now: Millis,
-    out: &mut Vec<Output>,
-) {
+fn check_action(st: &KeyState, v: &Valid<'_>, now: Millis, out: &mut Vec<Output>) {
     let stale_by_version = v.based_on.is_some_and(|b| b < st.version);
     let stale_by_time = v.e.data_as_of.is_some_and(|t| t < st.changed_at);
     if stale_by_version || stale_by_time {
@@ -461,7 +456,9 @@ fn check_unpropagated(
     now: Millis,
     out: &mut Vec<Output>,
 ) {
-    if !st.is_known(m) || !held_to(model, st.views[vi].system, m) {
+    // `available` is a display, not a count: a storefront showing a number that came from
+    // nowhere is PHANTOM_AVAILABILITY or DRIFT, judged by `evaluate_view`.
+    if m == Measure::Available || !st.is_known(m) || !held_to(model, st.views[vi].system, m) {
         return;
     }
     let Some(r) = st.views[vi].readings[m.index()] else {
@@ -561,14 +558,7 @@ fn commit_change(
         }
     }
     for vi in 0..st.views.len() {
-        evaluate_view(
-            model,
-            st,
-            vi,
-            Trigger::Change { root, origin },
-            now,
-            out,
-        );
+        evaluate_view(model, st, vi, Trigger::Change { root, origin }, now, out);
     }
 }
 
@@ -686,8 +676,9 @@ fn evaluate_view(
         // What a customer sees is acted on at once: a customer-facing system reporting more
         // than exists is flagged on the report, without waiting out the window.
         let reported = matches!(trigger, Trigger::Own(_));
-        if reported && d.alert.is_none() && customer_facing && m == Measure::Available && sign > 0
-        {
+        if reported && d.alert.is_none() && customer_facing && m == Measure::Available && sign > 0 {
+            // Raised on the report, not for exceeding a window.
+            d.window_ms = 0;
             d.alert = Some(open(
                 st,
                 system,
@@ -805,22 +796,18 @@ fn acknowledge(
     }
     // Still behind a newer version: the oldest one it has not acknowledged is now pending.
     let system = view.system;
-    view.pending_ack = st
-        .history
-        .iter()
-        .find(|c| c.version > acked)
-        .and_then(|c| {
-            let route = model.route(c.origin, system)?;
-            Some(PendingAck {
-                version: c.version,
-                since: c.at,
-                deadline: c.at.saturating_add(window(route)),
-                root: c.root,
-                origin: c.origin,
-                window_ms: route.window_ms,
-                alert: None,
-            })
-        });
+    view.pending_ack = st.history.iter().find(|c| c.version > acked).and_then(|c| {
+        let route = model.route(c.origin, system)?;
+        Some(PendingAck {
+            version: c.version,
+            since: c.at,
+            deadline: c.at.saturating_add(window(route)),
+            root: c.root,
+            origin: c.origin,
+            window_ms: route.window_ms,
+            alert: None,
+        })
+    });
 }
 
 /// Fires every timer due at `now`: hold expiries, divergence and acknowledgement deadlines.

@@ -257,7 +257,10 @@ impl Model {
             } else if let Some(other) = ids.insert(SysId::of(&s.name), &s.name) {
                 errs.push(
                     format!("{at}.name"),
-                    format!("system name {:?} collides with {other:?}; rename one", s.name),
+                    format!(
+                        "system name {:?} collides with {other:?}; rename one",
+                        s.name
+                    ),
                 );
             }
             for (field, topic) in [
@@ -325,7 +328,10 @@ impl Model {
                 );
             }
             if h.from == h.to {
-                errs.push(format!("{at}.to"), "a handoff cannot loop to its own source");
+                errs.push(
+                    format!("{at}.to"),
+                    "a handoff cannot loop to its own source",
+                );
             }
             if h.window_ms == 0 {
                 errs.push(
@@ -336,7 +342,10 @@ impl Model {
             if let Some(j) = edges.insert((&h.from, &h.to), i) {
                 errs.push(
                     at,
-                    format!("duplicate handoff {} -> {} (also handoffs[{j}])", h.from, h.to),
+                    format!(
+                        "duplicate handoff {} -> {} (also handoffs[{j}])",
+                        h.from, h.to
+                    ),
                 );
             }
         }
@@ -436,7 +445,10 @@ impl Model {
                 return s;
             }
         }
-        self.severity.get(&kind).copied().unwrap_or(Severity::Warning)
+        self.severity
+            .get(&kind)
+            .copied()
+            .unwrap_or(Severity::Warning)
     }
 }
 

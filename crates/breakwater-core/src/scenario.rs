@@ -266,11 +266,18 @@ pub struct Run {
 /// Runs `inputs` through the fold the way the processor does: before each input at time `t`,
 /// every timer due at or before `t` fires at its own deadline; at the end, timers up to `end`
 /// fire. One state per key.
-pub fn run(model: &Model, inputs: &[(Millis, ScenarioInput)], end: Millis) -> (Run, Vec<(String, KeyState)>) {
+pub fn run(
+    model: &Model,
+    inputs: &[(Millis, ScenarioInput)],
+    end: Millis,
+) -> (Run, Vec<(String, KeyState)>) {
     let mut states: Vec<(String, KeyState)> = Vec::new();
     let mut result = Run::default();
     let mut buf = Vec::new();
-    let fire_until = |states: &mut Vec<(String, KeyState)>, t: Millis, result: &mut Run, buf: &mut Vec<Output>| loop {
+    let fire_until = |states: &mut Vec<(String, KeyState)>,
+                      t: Millis,
+                      result: &mut Run,
+                      buf: &mut Vec<Output>| loop {
         let due = states
             .iter()
             .enumerate()
@@ -365,7 +372,12 @@ pub fn describe_alert(model: &Model, scenario: &Scenario, at: Millis, a: &Alert)
     }
 }
 
-fn describe_propagation(model: &Model, scenario: &Scenario, at: Millis, p: &Propagation) -> ExpectedPropagation {
+fn describe_propagation(
+    model: &Model,
+    scenario: &Scenario,
+    at: Millis,
+    p: &Propagation,
+) -> ExpectedPropagation {
     ExpectedPropagation {
         at_secs: (at - scenario.start_ms) / 1000,
         target: model.name(p.target).to_owned(),
@@ -425,7 +437,11 @@ pub fn check(model: &Model, scenario: &Scenario, run: &Run) -> Result<(), String
         })
         .collect();
     if alerts.len() != scenario.alerts.len()
-        || !scenario.alerts.iter().zip(&alerts).all(|(w, g)| alert_matches(w, g))
+        || !scenario
+            .alerts
+            .iter()
+            .zip(&alerts)
+            .all(|(w, g)| alert_matches(w, g))
     {
         problems.push(format!(
             "alerts differ.\n  expected: {:#?}\n  got: {:#?}",
@@ -475,4 +491,3 @@ pub fn check(model: &Model, scenario: &Scenario, run: &Run) -> Result<(), String
         Err(problems.join("\n"))
     }
 }
-

@@ -1,0 +1,569 @@
+//! The configuration file: one TOML file, every key overridable from the environment as
+//! `BREAKWATER_<SECTION>__<KEY>` (for example `BREAKWATER_KAFKA__BOOTSTRAP_SERVERS`), layered
+//! with `figment`.
+//!
+//! Loading reports every problem at once, each with its key path: each section and each
+//! `[[systems]]`/`[[handoffs]]` entry is deserialised on its own so one typo does not hide the
+//! next, and the cross-field rules (unknown systems, missing authorities, zero windows,
+//! duplicate topics, forbidden librdkafka keys) run over everything that parsed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use breakwater_core::model::{
+    AlertsConfig, CascadeConfig, ConfigErrors, HandoffConfig, MeasuresConfig, SystemConfig,
+};
+use breakwater_core::Model;
+use figment::providers::{Env, Format as _, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "BREAKWATER_";
+
+/// librdkafka keys Breakwater's exactly-once protocol owns. Setting them through
+/// `librdkafka_options` would silently break it, so they are rejected.
+pub const FORBIDDEN_LIBRDKAFKA_KEYS: &[(&str, &str)] = &[
+    (
+        "enable.auto.commit",
+        "offsets are committed inside Kafka transactions",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored inside Kafka transactions",
+    ),
+    (
+        "isolation.level",
+        "Breakwater reads with read_committed so aborted outputs are never input",
+    ),
+    (
+        "transactional.id",
+        "derived per instance from kafka.group_id so fencing works",
+    ),
+    (
+        "enable.idempotence",
+        "required by the transactional producer",
+    ),
+    ("group.id", "set it with kafka.group_id"),
+    ("bootstrap.servers", "set it with kafka.bootstrap_servers"),
+];
+
+/// Wire format of every topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per record, field names as in the Avro schemas.
+    #[default]
+    Json,
+    /// Confluent-framed Avro through a Schema Registry.
+    Avro,
+}
+
+/// `[kafka]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub bootstrap_servers: String,
+    /// The consumer group of this deployment; also the prefix of transactional ids.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Wire format of every topic.
+    #[serde(default)]
+    pub format: Format,
+    /// Schema Registry URL; required when `format = "avro"`.
+    #[serde(default)]
+    pub schema_registry_url: Option<String>,
+    /// Kafka transaction timeout (librdkafka `transaction.timeout.ms`, default 60000).
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// Passed to librdkafka as-is (security, tuning). Values are redacted in `Debug`.
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "breakwater".to_owned()
+}
+
+/// librdkafka's own default for `transaction.timeout.ms`.
+const fn default_transaction_timeout_ms() -> u64 {
+    60_000
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .librdkafka_options
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("format", &self.format)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field("transaction_timeout_ms", &self.transaction_timeout_ms)
+            .field("librdkafka_options", &options)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka key holds a secret (passwords, keys, tokens, OAuth config).
+pub fn is_secret(key: &str) -> bool {
+    ["password", "secret", "key", "token", "oauthbearer.config"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// `[topics]`: Breakwater's own topics. Systems' topics are in `[[systems]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Reservation commands in.
+    #[serde(default = "topic_reservations")]
+    pub reservations: String,
+    /// Alerts out.
+    #[serde(default = "topic_alerts")]
+    pub alerts: String,
+    /// Reservation decisions out.
+    #[serde(default = "topic_decisions")]
+    pub decisions: String,
+    /// Undecodable or invalid records, unchanged, with the reason in headers.
+    #[serde(default = "topic_dead_letter")]
+    pub dead_letter: String,
+    /// Per-key state, compacted, for restoring a partition elsewhere.
+    #[serde(default = "topic_changelog")]
+    pub changelog: String,
+}
+
+fn topic_reservations() -> String {
+    "breakwater.reservations".into()
+}
+fn topic_alerts() -> String {
+    "breakwater.alerts".into()
+}
+fn topic_decisions() -> String {
+    "breakwater.reservation-decisions".into()
+}
+fn topic_dead_letter() -> String {
+    "breakwater.dead-letter".into()
+}
+fn topic_changelog() -> String {
+    "breakwater.changelog".into()
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            reservations: topic_reservations(),
+            alerts: topic_alerts(),
+            decisions: topic_decisions(),
+            dead_letter: topic_dead_letter(),
+            changelog: topic_changelog(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/health`, `/ready`, availability and the cascade map.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9464))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[state]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// RocksDB directory, one sub-directory per partition.
+    #[serde(default = "default_state_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("breakwater-state")
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: default_state_dir(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[kafka]`.
+    pub kafka: KafkaConfig,
+    /// `[topics]`.
+    pub topics: TopicsConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[state]`.
+    pub state: StateConfig,
+    /// `[[systems]]`, `[measures]`, `[[handoffs]]`, `[alerts]`.
+    pub cascade: CascadeConfig,
+    /// The compiled cascade map.
+    pub model: Model,
+}
+
+/// The top-level keys of the file.
+const SECTIONS: &[&str] = &[
+    "kafka", "topics", "http", "state", "systems", "measures", "handoffs", "alerts",
+];
+
+impl Config {
+    /// Loads `path`, applies `BREAKWATER_*` environment overrides and validates everything.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] naming every problem with its key path.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        if !path.is_file() {
+            let mut e = ConfigErrors(Vec::new());
+            e.push(
+                path.display().to_string(),
+                "no such file (pass --config FILE)",
+            );
+            return Err(e);
+        }
+        Config::from_figment(
+            Figment::new()
+                .merge(Toml::file_exact(path))
+                .merge(Env::prefixed(ENV_PREFIX).split("__")),
+        )
+    }
+
+    /// Parses TOML text without environment overrides (tests, `breakwater demo`).
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] naming every problem with its key path.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
+        let mut errs = ConfigErrors(Vec::new());
+        match fig.extract::<BTreeMap<String, figment::value::Value>>() {
+            Ok(top) => {
+                for key in top.keys() {
+                    if !SECTIONS.contains(&key.as_str()) {
+                        errs.push(
+                            key.clone(),
+                            format!("unknown section (expected one of: {})", SECTIONS.join(", ")),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                errs.push("(file)", e.to_string());
+                return Err(errs);
+            }
+        }
+        let kafka: Option<KafkaConfig> = section(&fig, "kafka", &mut errs, None);
+        let topics = section(&fig, "topics", &mut errs, Some(TopicsConfig::default()));
+        let http = section(&fig, "http", &mut errs, Some(HttpConfig::default()));
+        let state = section(&fig, "state", &mut errs, Some(StateConfig::default()));
+        let measures = section(&fig, "measures", &mut errs, Some(MeasuresConfig::default()));
+        let alerts = section(&fig, "alerts", &mut errs, Some(AlertsConfig::default()));
+        let systems: Vec<SystemConfig> = entries(&fig, "systems", &mut errs);
+        let handoffs: Vec<HandoffConfig> = entries(&fig, "handoffs", &mut errs);
+
+        if let Some(k) = &kafka {
+            validate_kafka(k, &mut errs);
+        }
+        if let Some(t) = &topics {
+            validate_topics(t, &systems, &mut errs);
+        }
+        let cascade = CascadeConfig {
+            systems,
+            measures: measures.unwrap_or_default(),
+            handoffs,
+            alerts: alerts.unwrap_or_default(),
+        };
+        let model = match Model::build(&cascade) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                errs.0.extend(e.0);
+                None
+            }
+        };
+        match (kafka, topics, http, state, model) {
+            (Some(kafka), Some(topics), Some(http), Some(state), Some(model))
+                if errs.0.is_empty() =>
+            {
+                Ok(Config {
+                    kafka,
+                    topics,
+                    http,
+                    state,
+                    cascade,
+                    model,
+                })
+            }
+            _ => Err(errs),
+        }
+    }
+}
+
+/// Deserialises one section on its own, recording its error; `default` when it is absent.
+fn section<T: DeserializeOwned>(
+    fig: &Figment,
+    name: &str,
+    errs: &mut ConfigErrors,
+    default: Option<T>,
+) -> Option<T> {
+    if fig.find_value(name).is_err() {
+        if default.is_none() {
+            errs.push(name, "missing section");
+        }
+        return default;
+    }
+    match fig.extract_inner::<T>(name) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            for e in e {
+                // figment appends the `extract_inner` path after the field path.
+                let mut path = vec![name];
+                path.extend(
+                    e.path
+                        .iter()
+                        .map(String::as_str)
+                        .take(e.path.len().saturating_sub(1)),
+                );
+                errs.push(path.join("."), e.kind.to_string());
+            }
+            None
+        }
+    }
+}
+
+/// Deserialises each entry of an array of tables on its own.
+fn entries<T: DeserializeOwned>(fig: &Figment, name: &str, errs: &mut ConfigErrors) -> Vec<T> {
+    let Ok(value) = fig.find_value(name) else {
+        return Vec::new();
+    };
+    let Some(items) = value.into_array() else {
+        errs.push(name, "must be an array of tables ([[...]])");
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| match v.deserialize::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                for e in e {
+                    let mut path = format!("{name}[{i}]");
+                    for p in &e.path {
+                        path.push('.');
+                        path.push_str(p);
+                    }
+                    errs.push(path, e.kind.to_string());
+                }
+                None
+            }
+        })
+        .collect()
+}
+
+fn validate_kafka(k: &KafkaConfig, errs: &mut ConfigErrors) {
+    if k.bootstrap_servers.trim().is_empty() {
+        errs.push("kafka.bootstrap_servers", "must not be empty");
+    }
+    if k.group_id.trim().is_empty() {
+        errs.push("kafka.group_id", "must not be empty");
+    }
+    if k.format == Format::Avro && k.schema_registry_url.is_none() {
+        errs.push(
+            "kafka.schema_registry_url",
+            "required when kafka.format = \"avro\"",
+        );
+    }
+    if k.transaction_timeout_ms == 0 {
+        errs.push("kafka.transaction_timeout_ms", "must be greater than 0");
+    }
+    for key in k.librdkafka_options.keys() {
+        if let Some((_, why)) = FORBIDDEN_LIBRDKAFKA_KEYS.iter().find(|(f, _)| f == key) {
+            errs.push(
+                format!("kafka.librdkafka_options.\"{key}\""),
+                format!("cannot be set: {why}"),
+            );
+        }
+    }
+}
+
+fn validate_topics(t: &TopicsConfig, systems: &[SystemConfig], errs: &mut ConfigErrors) {
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for (i, s) in systems.iter().enumerate() {
+        seen.insert(&s.input_topic, format!("systems[{i}].input_topic"));
+        seen.insert(
+            &s.propagation_topic,
+            format!("systems[{i}].propagation_topic"),
+        );
+    }
+    for (field, topic) in [
+        ("reservations", &t.reservations),
+        ("alerts", &t.alerts),
+        ("decisions", &t.decisions),
+        ("dead_letter", &t.dead_letter),
+        ("changelog", &t.changelog),
+    ] {
+        let path = format!("topics.{field}");
+        if topic.trim().is_empty() {
+            errs.push(path, "must not be empty");
+        } else if let Some(prev) = seen.insert(topic, path.clone()) {
+            errs.push(path, format!("duplicate topic {topic:?} (also {prev})"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/breakwater.toml"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = Config::from_toml(&example()).unwrap();
+        assert_eq!(c.model.systems().len(), 4);
+        assert_eq!(c.kafka.format, Format::Json);
+        assert_eq!(c.topics.alerts, "breakwater.alerts");
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once() {
+        let text = r#"
+[kafka]
+bootstrap_servers = ""
+format = "avro"
+librdkafka_options = { "enable.auto.commit" = "true", "isolation.level" = "read_uncommitted", "linger.ms" = "5" }
+
+[topics]
+alerts = "inventory.wms.events"
+dead_letter = "breakwater.alerts"
+
+[http]
+listen = "not an address"
+
+[[systems]]
+name = "wms"
+input_topic = "inventory.wms.events"
+propagation_topic = "inventory.wms.propagation"
+
+[[systems]]
+name = "erp"
+input_topic = "inventory.erp.events"
+propogation_topic = "typo"
+
+[measures.on_hand]
+authority = "wms"
+[measures.allocated]
+authority = "wms"
+[measures.committed]
+authority = "breakwater"
+
+[[handoffs]]
+from = "wms"
+to = "storefront"
+window_ms = 0
+
+[metrics]
+port = 1
+"#;
+        let errs = Config::from_toml(text).unwrap_err();
+        let paths: Vec<&str> = errs.0.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "metrics",
+            "http.listen",
+            "systems[1]",
+            "kafka.bootstrap_servers",
+            "kafka.schema_registry_url",
+            "kafka.librdkafka_options.\"enable.auto.commit\"",
+            "kafka.librdkafka_options.\"isolation.level\"",
+            "topics.alerts",
+            "topics.dead_letter",
+            "measures.safety_stock",
+            "handoffs[0].to",
+            "handoffs[0].window_ms",
+        ] {
+            assert!(
+                paths.iter().any(|p| p.starts_with(want)),
+                "missing {want} in:\n{errs}"
+            );
+        }
+        assert!(!paths.iter().any(|p| p.contains("linger.ms")), "{errs}");
+        assert!(errs.to_string().contains("propogation_topic"), "{errs}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, example()).unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BREAKWATER_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
+            jail.set_env("BREAKWATER_TOPICS__ALERTS", "ops.alerts");
+            let c = Config::load(&path).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
+            assert_eq!(c.topics.alerts, "ops.alerts");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let errs = Config::load(Path::new("/nonexistent/breakwater.toml")).unwrap_err();
+        assert!(errs.to_string().contains("no such file"), "{errs}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut c = Config::from_toml(&example()).unwrap();
+        c.kafka
+            .librdkafka_options
+            .insert("sasl.password".into(), "hunter2".into());
+        c.kafka
+            .librdkafka_options
+            .insert("ssl.key.pem".into(), "-----BEGIN".into());
+        let text = format!("{:?}", c.kafka);
+        assert!(
+            !text.contains("hunter2") && !text.contains("BEGIN"),
+            "{text}"
+        );
+        assert!(text.contains("sasl.password"));
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers for tests against a real Kafka broker (`make test` starts one).
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+/// The environment variable `make test` sets to the broker's address.
+pub const BOOTSTRAP_ENV: &str = "BREAKWATER_KAFKA_BOOTSTRAP";
+
+/// The real broker's bootstrap address.
+///
+/// # Panics
+/// When the variable is unset: these tests are `#[ignore]`d by default and run by `make test`,
+/// which starts a broker first.
+pub fn bootstrap() -> String {
+    std::env::var(BOOTSTRAP_ENV).unwrap_or_else(|_| {
+        panic!("{BOOTSTRAP_ENV} is not set: run `make test`, which starts a Kafka broker")
+    })
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Creates `topics` with `partitions` partitions each and waits for the broker to confirm.
+pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin
+        .create_topics(&new, &opts)
+        .await
+        .expect("create_topics")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
