@@ -12,7 +12,8 @@ use crate::event::{
 use crate::id::{fingerprint, Id, IdTooLong};
 use crate::model::{Authority, Model, Route, SysId};
 use crate::output::{
-    Alert, AlertKind, Cause, Decision, DecisionKind, Output, Propagation, RejectReason, RootCause,
+    Alert, AlertKind, Cause, Converged, Decision, DecisionKind, Output, Propagation, RejectReason,
+    RootCause,
 };
 use crate::state::{
     Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, View, HISTORY, RECENT_IDS,
@@ -97,6 +98,9 @@ pub enum Rejection {
     /// A field that must not be negative is.
     #[error("{0} must not be negative")]
     Negative(&'static str),
+    /// The SKU contains `|`, the key separator (`sku|location`).
+    #[error("sku {0:?} contains '|', the key separator")]
+    InvalidSku(String),
     /// Too far behind the newest `source_seq` to tell a late event from a duplicate.
     #[error(
         "source_seq {seq} is more than {SEQ_WINDOW} behind the newest seen ({max}) from this \
@@ -121,6 +125,7 @@ impl Rejection {
             Rejection::ModeNotAllowed { .. } => "mode_not_allowed",
             Rejection::ImpossibleQuantity { .. } => "impossible_quantity",
             Rejection::Negative(_) => "negative_field",
+            Rejection::InvalidSku(_) => "invalid_sku",
             Rejection::TooLate { .. } => "too_late",
         }
     }
@@ -172,6 +177,9 @@ pub fn validate<'a>(model: &Model, e: &'a InventoryEvent) -> Result<ValidEvent<'
     }
     if e.sku.is_empty() {
         return Err(Rejection::Empty("sku"));
+    }
+    if e.sku.contains('|') {
+        return Err(Rejection::InvalidSku(e.sku.clone()));
     }
     let id = Id::new(&e.event_id).map_err(|source| Rejection::IdTooLong {
         field: "event_id",
@@ -639,6 +647,13 @@ fn evaluate_view(
         if diff.abs() <= model.tolerance(m) {
             if let Some(d) = current {
                 resolve(st, vi, m, &d, expected, reading.value, now, out);
+                out.push(Output::Converged(Converged {
+                    system,
+                    measure: m,
+                    origin: d.origin,
+                    latency_ms: now.saturating_sub(d.since),
+                    within_window: d.alert.is_none(),
+                }));
                 st.views[vi].divergence[mi] = None;
             }
             continue;
@@ -908,6 +923,9 @@ fn apply_command(
     }
     if c.sku.is_empty() {
         return Err(Rejection::Empty("sku"));
+    }
+    if c.sku.contains('|') {
+        return Err(Rejection::InvalidSku(c.sku.clone()));
     }
     let id = |field, s: &str| Id::new(s).map_err(|source| Rejection::IdTooLong { field, source });
     let command_id = id("command_id", &c.command_id)?;

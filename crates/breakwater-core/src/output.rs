@@ -231,4 +231,22 @@ pub enum Output {
     Alert(Alert),
     /// To the reservation decisions topic.
     Decision(Decision),
+    /// A system converged on a measure after diverging: the handoff's latency. Not published;
+    /// it feeds the handoff latency metrics.
+    Converged(Converged),
+}
+
+/// A divergence that closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Converged {
+    /// The system that converged.
+    pub system: SysId,
+    /// On which measure.
+    pub measure: Measure,
+    /// Where the change it converged on entered the cascade.
+    pub origin: SysId,
+    /// How long it took, from the root change to convergence, in ms.
+    pub latency_ms: i64,
+    /// Whether it converged inside its window (no alert was raised).
+    pub within_window: bool,
 }

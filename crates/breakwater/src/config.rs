@@ -77,7 +77,16 @@ pub struct KafkaConfig {
     /// Schema Registry URL; required when `format = "avro"`.
     #[serde(default)]
     pub schema_registry_url: Option<String>,
-    /// Kafka transaction timeout (librdkafka `transaction.timeout.ms`, default 60000).
+    /// This instance's name within the group, stable across restarts: the transactional id
+    /// is `<group_id>-<instance_id>`, so a restarted instance fences its crashed self and
+    /// aborts its open transaction at once. Defaults to `$HOSTNAME` (a pod or container name),
+    /// else `local`. Two instances must never share one.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
+    /// Kafka transaction timeout (librdkafka `transaction.timeout.ms`). Bounds how long a
+    /// crashed instance's open transaction blocks read_committed readers when it does not
+    /// come back under the same instance id. Breakwater's default is 10000; librdkafka's is
+    /// 60000.
     #[serde(default = "default_transaction_timeout_ms")]
     pub transaction_timeout_ms: u64,
     /// Passed to librdkafka as-is (security, tuning). Values are redacted in `Debug`.
@@ -89,9 +98,15 @@ fn default_group_id() -> String {
     "breakwater".to_owned()
 }
 
-/// librdkafka's own default for `transaction.timeout.ms`.
 const fn default_transaction_timeout_ms() -> u64 {
-    60_000
+    10_000
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -111,6 +126,7 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
+            .field("instance_id", &self.instance_id)
             .field("format", &self.format)
             .field("schema_registry_url", &self.schema_registry_url)
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
@@ -145,6 +161,10 @@ pub struct TopicsConfig {
     /// Per-key state, compacted, for restoring a partition elsewhere.
     #[serde(default = "topic_changelog")]
     pub changelog: String,
+    /// Clock ticks Breakwater writes for idle partitions, so timers fire on time and replay
+    /// sees the same clock.
+    #[serde(default = "topic_ticks")]
+    pub ticks: String,
 }
 
 fn topic_reservations() -> String {
@@ -162,6 +182,9 @@ fn topic_dead_letter() -> String {
 fn topic_changelog() -> String {
     "breakwater.changelog".into()
 }
+fn topic_ticks() -> String {
+    "breakwater.ticks".into()
+}
 
 impl Default for TopicsConfig {
     fn default() -> Self {
@@ -171,6 +194,7 @@ impl Default for TopicsConfig {
             decisions: topic_decisions(),
             dead_letter: topic_dead_letter(),
             changelog: topic_changelog(),
+            ticks: topic_ticks(),
         }
     }
 }
@@ -217,6 +241,55 @@ impl Default for StateConfig {
     }
 }
 
+/// `[processor]`: batching, clocks and limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Commit (one Kafka transaction and one RocksDB batch) at least this often.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// ...or after this many input records, whichever comes first.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// A partition with no input for this long gets a clock tick, so its timers fire.
+    #[serde(default = "default_tick_interval_ms")]
+    pub tick_interval_ms: u64,
+    /// Key states kept in memory per partition between batches.
+    #[serde(default = "default_max_cached_keys")]
+    pub max_cached_keys: usize,
+    /// Hard deadline for a graceful shutdown (drain, commit, leave the group).
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+const fn default_commit_interval_ms() -> u64 {
+    100
+}
+const fn default_max_batch_records() -> usize {
+    20_000
+}
+const fn default_tick_interval_ms() -> u64 {
+    1_000
+}
+const fn default_max_cached_keys() -> usize {
+    200_000
+}
+const fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            commit_interval_ms: default_commit_interval_ms(),
+            max_batch_records: default_max_batch_records(),
+            tick_interval_ms: default_tick_interval_ms(),
+            max_cached_keys: default_max_cached_keys(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -228,6 +301,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[state]`.
     pub state: StateConfig,
+    /// `[processor]`.
+    pub processor: ProcessorConfig,
     /// `[[systems]]`, `[measures]`, `[[handoffs]]`, `[alerts]`.
     pub cascade: CascadeConfig,
     /// The compiled cascade map.
@@ -236,7 +311,15 @@ pub struct Config {
 
 /// The top-level keys of the file.
 const SECTIONS: &[&str] = &[
-    "kafka", "topics", "http", "state", "systems", "measures", "handoffs", "alerts",
+    "kafka",
+    "topics",
+    "http",
+    "state",
+    "processor",
+    "systems",
+    "measures",
+    "handoffs",
+    "alerts",
 ];
 
 impl Config {
@@ -290,6 +373,12 @@ impl Config {
         let topics = section(&fig, "topics", &mut errs, Some(TopicsConfig::default()));
         let http = section(&fig, "http", &mut errs, Some(HttpConfig::default()));
         let state = section(&fig, "state", &mut errs, Some(StateConfig::default()));
+        let processor = section(
+            &fig,
+            "processor",
+            &mut errs,
+            Some(ProcessorConfig::default()),
+        );
         let measures = section(&fig, "measures", &mut errs, Some(MeasuresConfig::default()));
         let alerts = section(&fig, "alerts", &mut errs, Some(AlertsConfig::default()));
         let systems: Vec<SystemConfig> = entries(&fig, "systems", &mut errs);
@@ -297,6 +386,9 @@ impl Config {
 
         if let Some(k) = &kafka {
             validate_kafka(k, &mut errs);
+        }
+        if let Some(p) = &processor {
+            validate_processor(p, &mut errs);
         }
         if let Some(t) = &topics {
             validate_topics(t, &systems, &mut errs);
@@ -314,8 +406,8 @@ impl Config {
                 None
             }
         };
-        match (kafka, topics, http, state, model) {
-            (Some(kafka), Some(topics), Some(http), Some(state), Some(model))
+        match (kafka, topics, http, state, processor, model) {
+            (Some(kafka), Some(topics), Some(http), Some(state), Some(processor), Some(model))
                 if errs.0.is_empty() =>
             {
                 Ok(Config {
@@ -323,6 +415,7 @@ impl Config {
                     topics,
                     http,
                     state,
+                    processor,
                     cascade,
                     model,
                 })
@@ -400,6 +493,9 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut ConfigErrors) {
     if k.group_id.trim().is_empty() {
         errs.push("kafka.group_id", "must not be empty");
     }
+    if k.instance_id.trim().is_empty() {
+        errs.push("kafka.instance_id", "must not be empty");
+    }
     if k.format == Format::Avro && k.schema_registry_url.is_none() {
         errs.push(
             "kafka.schema_registry_url",
@@ -419,6 +515,21 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut ConfigErrors) {
     }
 }
 
+fn validate_processor(p: &ProcessorConfig, errs: &mut ConfigErrors) {
+    for (field, v) in [
+        ("commit_interval_ms", p.commit_interval_ms),
+        ("tick_interval_ms", p.tick_interval_ms),
+        ("shutdown_timeout_ms", p.shutdown_timeout_ms),
+    ] {
+        if v == 0 {
+            errs.push(format!("processor.{field}"), "must be greater than 0");
+        }
+    }
+    if p.max_batch_records == 0 {
+        errs.push("processor.max_batch_records", "must be greater than 0");
+    }
+}
+
 fn validate_topics(t: &TopicsConfig, systems: &[SystemConfig], errs: &mut ConfigErrors) {
     let mut seen: BTreeMap<&str, String> = BTreeMap::new();
     for (i, s) in systems.iter().enumerate() {
@@ -434,6 +545,7 @@ fn validate_topics(t: &TopicsConfig, systems: &[SystemConfig], errs: &mut Config
         ("decisions", &t.decisions),
         ("dead_letter", &t.dead_letter),
         ("changelog", &t.changelog),
+        ("ticks", &t.ticks),
     ] {
         let path = format!("topics.{field}");
         if topic.trim().is_empty() {

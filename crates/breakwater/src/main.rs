@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use breakwater::metrics::{self as m};
 use breakwater::Config;
 use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tracing_subscriber::EnvFilter;
 
 /// Breakwater: stops inventory cascades across record, WMS, ERP and storefront.
 #[derive(Parser)]
@@ -16,18 +20,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the processor.
+    Run {
+        /// The TOML configuration file (BREAKWATER_* environment variables override it).
+        #[arg(long, env = "BREAKWATER_CONFIG")]
+        config: PathBuf,
+    },
     /// Validate a configuration file (with environment overrides) and print the cascade map.
     Check {
         /// The TOML configuration file.
         #[arg(long, env = "BREAKWATER_CONFIG")]
         config: PathBuf,
     },
+    /// Create every topic the configuration names that does not exist yet.
+    Topics {
+        /// The TOML configuration file.
+        #[arg(long, env = "BREAKWATER_CONFIG")]
+        config: PathBuf,
+        /// Partitions per topic (all topics are co-partitioned).
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!("{}: ok", config.display());
                 for s in c.model.systems() {
@@ -41,10 +76,88 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
+        Command::Topics {
+            config,
+            partitions,
+            replication,
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(runtime().and_then(|rt| {
+                rt.block_on(breakwater::topics::create_topics(
+                    &cfg,
+                    partitions,
+                    replication,
+                ))
+                .context("creating topics")
+                .map(|created| {
+                    for t in created {
+                        println!("created {t}");
+                    }
+                })
+            }))
+        }
+        Command::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            report(runtime().and_then(|rt| rt.block_on(serve(cfg))))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(m::HANDOFF_LATENCY.into()), m::LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(m::COMMIT_DURATION.into()), m::COMMIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(m::COMMIT_RECORDS.into()), m::BATCH_BUCKETS)?
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    m::describe();
+    breakwater::run(cfg, Some(handle), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

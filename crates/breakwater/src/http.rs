@@ -1,0 +1,173 @@
+//! The operator's HTTP API (axum): `/metrics`, `/health`, `/ready`, availability of a key and
+//! the cascade map.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use breakwater_core::{message_key, Measure, Model};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::processor::Shared;
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    model: Arc<Model>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// The router. `metrics` is the handle of the installed Prometheus recorder, if any.
+pub fn router(shared: Arc<Shared>, model: Arc<Model>, metrics: Option<PrometheusHandle>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/v1/availability/{sku}", get(availability))
+        .route("/v1/cascade-map", get(cascade_map))
+        .with_state(AppState {
+            shared,
+            model,
+            metrics,
+        })
+}
+
+async fn render_metrics(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder installed").into_response(),
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    if s.shared.alive.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "processor stopped").into_response()
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.shared.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: joining the group or restoring partitions",
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyQuery {
+    #[serde(default)]
+    location: String,
+}
+
+/// The authoritative numbers of one key, as committed.
+#[derive(Serialize)]
+pub struct Availability {
+    /// The SKU.
+    pub sku: String,
+    /// The location ("" for the default).
+    pub location: String,
+    /// The partition holding it.
+    pub partition: i32,
+    /// Authoritative version.
+    pub version: u64,
+    /// Physical units.
+    pub on_hand: i64,
+    /// Units assigned to picks.
+    pub allocated: i64,
+    /// Units promised to orders.
+    pub committed: i64,
+    /// Units held back.
+    pub safety_stock: i64,
+    /// `on_hand - allocated - committed - safety_stock`.
+    pub available: i64,
+    /// Units held by active reservations.
+    pub reserved: i64,
+    /// What a new reservation may take: `available - reserved`.
+    pub sellable: i64,
+}
+
+async fn availability(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> Response {
+    let key = message_key(&sku, &q.location);
+    let stores: Vec<_> = s
+        .shared
+        .stores
+        .read()
+        .map(|m| m.iter().map(|(p, st)| (*p, st.clone())).collect())
+        .unwrap_or_default();
+    for (partition, store) in stores {
+        match store.get(key.as_bytes()) {
+            Ok(Some(st)) => {
+                let snap = st.snapshot();
+                return Json(Availability {
+                    sku,
+                    location: q.location,
+                    partition,
+                    version: st.version,
+                    on_hand: snap.on_hand,
+                    allocated: snap.allocated,
+                    committed: snap.committed,
+                    safety_stock: snap.safety_stock,
+                    available: st.value(Measure::Available),
+                    reserved: st.reserved,
+                    sellable: st.sellable(),
+                })
+                .into_response();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+            }
+        }
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": "unknown key, or its partition is owned by another instance",
+            "key": key,
+        })),
+    )
+        .into_response()
+}
+
+async fn cascade_map(State(s): State<AppState>) -> Response {
+    let systems: Vec<_> = s
+        .model
+        .systems()
+        .iter()
+        .map(|sys| {
+            serde_json::json!({
+                "name": sys.name,
+                "input_topic": sys.input_topic,
+                "propagation_topic": sys.propagation_topic,
+                "customer_facing": sys.customer_facing,
+                "acks_versions": sys.acks_versions,
+            })
+        })
+        .collect();
+    let handoffs: Vec<_> = s
+        .model
+        .handoffs()
+        .iter()
+        .map(|h| serde_json::json!({"from": h.from, "to": h.to, "window_ms": h.window_ms}))
+        .collect();
+    Json(serde_json::json!({ "systems": systems, "handoffs": handoffs })).into_response()
+}

@@ -1,0 +1,105 @@
+//! Metric names, units and help texts, and the functions that record notable events (each
+//! both logs and counts). Labels are bounded: topic, partition, system, handoff, kind,
+//! outcome, reason. Never a SKU, an offset or error text.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Input records by topic and outcome (`applied`, `duplicate`, `superseded`, `dead_letter`).
+pub const INPUT_RECORDS: &str = "breakwater_input_records_total";
+/// Records sent to the dead-letter topic, by source topic and reason code.
+pub const DEAD_LETTERS: &str = "breakwater_dead_letter_records_total";
+/// Propagation events published, by target system.
+pub const PROPAGATIONS: &str = "breakwater_propagation_events_total";
+/// Alerts published, by kind and system.
+pub const ALERTS: &str = "breakwater_alerts_total";
+/// Reservation decisions, by decision.
+pub const DECISIONS: &str = "breakwater_reservation_decisions_total";
+/// Time from a change to a downstream system converging on it, by handoff (`origin->system`).
+pub const HANDOFF_LATENCY: &str = "breakwater_handoff_convergence_seconds";
+/// Convergences by handoff and whether they were inside the window (`within`: true/false).
+pub const HANDOFF_CONVERGENCES: &str = "breakwater_handoff_convergences_total";
+/// Duration of one commit (Kafka transaction and RocksDB batch).
+pub const COMMIT_DURATION: &str = "breakwater_commit_duration_seconds";
+/// Input records per commit.
+pub const COMMIT_RECORDS: &str = "breakwater_commit_batch_records";
+/// Commits by outcome (`committed`, `aborted`).
+pub const COMMITS: &str = "breakwater_commits_total";
+/// Partitions this instance owns.
+pub const PARTITIONS: &str = "breakwater_assigned_partitions";
+/// Changelog records restored into local state, by partition.
+pub const RESTORED: &str = "breakwater_restored_records_total";
+/// Wall-clock minus stream time, per partition.
+pub const STREAM_LAG: &str = "breakwater_stream_time_lag_seconds";
+/// Processor (re)starts after an error, by error type.
+pub const RESTARTS: &str = "breakwater_processor_restarts_total";
+
+/// Histogram buckets for latencies, in seconds: 10 ms to 30 min, covering handoff windows.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+];
+/// Histogram buckets for commit durations, in seconds.
+pub const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Histogram buckets for batch sizes, in records.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 20000.0, 50000.0,
+];
+
+/// Gives every metric its unit and help text. Call once, after installing the recorder.
+pub fn describe() {
+    describe_counter!(
+        INPUT_RECORDS,
+        Unit::Count,
+        "Input records by topic and outcome."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Records sent to the dead-letter topic, by source topic and reason."
+    );
+    describe_counter!(
+        PROPAGATIONS,
+        Unit::Count,
+        "Propagation events published, by target system."
+    );
+    describe_counter!(ALERTS, Unit::Count, "Alerts published, by kind and system.");
+    describe_counter!(
+        DECISIONS,
+        Unit::Count,
+        "Reservation decisions, by decision."
+    );
+    describe_histogram!(
+        HANDOFF_LATENCY,
+        Unit::Seconds,
+        "Time from an authoritative change to a downstream system converging, by handoff."
+    );
+    describe_counter!(
+        HANDOFF_CONVERGENCES,
+        Unit::Count,
+        "Convergences by handoff and whether they were inside the window."
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Duration of one commit: Kafka transaction plus RocksDB batch."
+    );
+    describe_histogram!(COMMIT_RECORDS, Unit::Count, "Input records per commit.");
+    describe_counter!(COMMITS, Unit::Count, "Commits by outcome.");
+    describe_gauge!(PARTITIONS, Unit::Count, "Partitions this instance owns.");
+    describe_counter!(
+        RESTORED,
+        Unit::Count,
+        "Changelog records restored into local state, by partition."
+    );
+    describe_gauge!(
+        STREAM_LAG,
+        Unit::Seconds,
+        "Wall-clock time minus the partition's stream time."
+    );
+    describe_counter!(
+        RESTARTS,
+        Unit::Count,
+        "Processor restarts after an error, by error type."
+    );
+}

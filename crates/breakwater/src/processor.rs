@@ -1,0 +1,1238 @@
+//! The processor: a consumer group over every input topic, one task per partition number,
+//! the fold over RocksDB-backed state, and exactly-once commits.
+//!
+//! # The commit protocol
+//! Input records are folded into per-key states held in a cache; outputs are encoded and
+//! buffered. Every `commit_interval_ms` (or `max_batch_records`):
+//! 1. one Kafka transaction: the buffered outputs, one changelog record per changed key and
+//!    the next input offsets (`send_offsets_to_transaction`), then commit;
+//! 2. one RocksDB write batch per task: the changed states, their timer index entries, and a
+//!    [`Meta`] holding the next input offsets and the next changelog offset.
+//!
+//! Kafka is the commit point. A crash before 1 completes aborts the transaction: nothing was
+//! published, the offsets did not move and RocksDB did not change, so the batch is reprocessed.
+//! A crash between 1 and 2 leaves RocksDB one batch behind the changelog; on restart each task
+//! replays the changelog from its stored `changelog_next` to the end, which is exactly that
+//! batch. The local state is reused, never wiped (ARCHITECTURE.md lists every crash point).
+//!
+//! Any Kafka error inside a transaction ends this incarnation of the processor; `run` starts a
+//! new one, which is the crash-recovery path above.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use breakwater_codec::records::{alert_record, decision_record, propagation_record};
+use breakwater_codec::{AnyCodec, Codec, CodecError, ErrorClass, WireRecord};
+use breakwater_core::fold::{apply, Input, Outcome};
+use breakwater_core::{
+    message_key, InventoryEvent, KeyState, Millis, Model, Output, ReservationCommand, SysId,
+};
+use breakwater_store::{decode_state, encode_state, Batch, Meta, PartitionStore, StoreError};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::metrics as m;
+
+/// Key of the changelog record that carries a partition's stream time.
+pub const STREAM_TIME_KEY: &[u8] = b"\0stream_time";
+
+/// Headers on every dead-letter record.
+pub mod dlq_headers {
+    /// Short reason code (`undecodable`, `unknown_system`, `impossible_quantity`, ...).
+    pub const REASON_CODE: &str = "breakwater.dlq.reason_code";
+    /// Human-readable reason.
+    pub const REASON: &str = "breakwater.dlq.reason";
+    /// Source topic.
+    pub const TOPIC: &str = "breakwater.dlq.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "breakwater.dlq.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "breakwater.dlq.offset";
+    /// Source record timestamp (ms), if it had one.
+    pub const TIMESTAMP: &str = "breakwater.dlq.timestamp";
+}
+
+/// Why the processor stopped or restarted.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// A Kafka operation failed.
+    #[error("kafka: {op}: {source}")]
+    Kafka {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// Encoding an output failed (a bug or a registry that refuses our schemas).
+    #[error("encoding an output for {topic}: {source}")]
+    Encode {
+        /// The topic.
+        topic: String,
+        /// The error.
+        #[source]
+        source: CodecError,
+    },
+    /// Topics are missing or not co-partitioned.
+    #[error("topics: {0}")]
+    Topics(String),
+    /// Restoring a partition from the changelog failed.
+    #[error("restoring partition {partition}: {detail}")]
+    Restore {
+        /// The partition.
+        partition: i32,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl ProcessorError {
+    /// A bounded label for the restarts metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessorError::Kafka { .. } => "kafka",
+            ProcessorError::Store(_) => "store",
+            ProcessorError::Encode { .. } => "encode",
+            ProcessorError::Topics(_) => "topics",
+            ProcessorError::Restore { .. } => "restore",
+        }
+    }
+
+    /// Whether starting again can help (topic layout problems need an operator).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ProcessorError::Topics(_))
+    }
+}
+
+fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> ProcessorError {
+    move |source| ProcessorError::Kafka { op, source }
+}
+
+/// What the HTTP server sees of the processor.
+#[derive(Default)]
+pub struct Shared {
+    /// Assigned partitions are restored and the loop runs.
+    pub ready: AtomicBool,
+    /// The processing thread is running (or restarting after an error).
+    pub alive: AtomicBool,
+    /// The stores of the partitions this instance owns, for availability reads.
+    pub stores: RwLock<BTreeMap<i32, PartitionStore>>,
+}
+
+/// What a topic carries.
+#[derive(Clone, Copy, Debug)]
+enum TopicKind {
+    Events(SysId),
+    Commands,
+    Ticks,
+}
+
+/// An encoded output waiting for the next transaction.
+struct OutRecord {
+    topic: String,
+    partition: i32,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    timestamp: Millis,
+    headers: Option<OwnedHeaders>,
+}
+
+struct Entry {
+    state: KeyState,
+    /// The timer index entry RocksDB holds for this key.
+    stored_timer: Option<Millis>,
+    dirty: bool,
+}
+
+/// One partition number's state across all input topics.
+struct Task {
+    partition: i32,
+    store: PartitionStore,
+    meta: Meta,
+    cache: HashMap<Vec<u8>, Entry>,
+    dirty: Vec<Vec<u8>>,
+    /// In-memory timer index: (deadline, key), mirrors the store's `timers` column family
+    /// plus changes not yet written.
+    timers: BTreeSet<(Millis, Vec<u8>)>,
+    /// Next offsets changed in this batch.
+    positions: BTreeMap<String, i64>,
+    stream_time_dirty: bool,
+    last_input: Instant,
+    last_tick: Instant,
+}
+
+impl Task {
+    fn load(&mut self, key: &[u8]) -> Result<&mut Entry, ProcessorError> {
+        if !self.cache.contains_key(key) {
+            let state = self.store.get(key)?.unwrap_or_default();
+            let stored_timer = state.next_timer();
+            self.cache.insert(
+                key.to_vec(),
+                Entry {
+                    state,
+                    stored_timer,
+                    dirty: false,
+                },
+            );
+        }
+        // Inserted above when absent.
+        self.cache.get_mut(key).ok_or(ProcessorError::Restore {
+            partition: self.partition,
+            detail: "cache entry vanished".into(),
+        })
+    }
+}
+
+/// Collects the offsets of delivered changelog records so the store can record where the
+/// changelog stands.
+struct DeliveryContext {
+    changelog: String,
+    offsets: Mutex<HashMap<i32, i64>>,
+    failed: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) => {
+                if msg.topic() == self.changelog {
+                    let mut o = lock(&self.offsets);
+                    let e = o.entry(msg.partition()).or_insert(-1);
+                    *e = (*e).max(msg.offset());
+                }
+            }
+            Err((e, _)) => {
+                lock(&self.failed).get_or_insert_with(|| e.clone());
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The processor's state, shared between the poll loop and the rebalance callbacks (which
+/// run inside `poll`, when the loop does not hold the lock).
+struct Engine {
+    cfg: Arc<Config>,
+    model: Model,
+    codec: AnyCodec,
+    rt: Handle,
+    producer: BaseProducer<DeliveryContext>,
+    topics: HashMap<String, TopicKind>,
+    tasks: BTreeMap<i32, Task>,
+    pending: Vec<OutRecord>,
+    batch_records: usize,
+    out: Vec<Output>,
+    shared: Arc<Shared>,
+}
+
+/// The consumer's context: routes rebalance callbacks to the engine.
+struct ConsumerCtx {
+    engine: Arc<Mutex<Engine>>,
+    error: Mutex<Option<ProcessorError>>,
+}
+
+impl ClientContext for ConsumerCtx {}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut e = lock(&self.engine);
+            // Drain: what was processed for these partitions is committed before another
+            // instance can take them over.
+            if let Err(err) = e.commit(consumer) {
+                warn!(error = %err, "commit on revoke failed; the batch will be reprocessed");
+                lock(&self.error).get_or_insert(err);
+            }
+            e.close(tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut e = lock(&self.engine);
+            if let Err(err) = e.open(tpl) {
+                warn!(error = %err, "opening assigned partitions failed");
+                lock(&self.error).get_or_insert(err);
+            }
+        }
+    }
+}
+
+fn wall_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The librdkafka settings every client shares: bootstrap servers and the pass-through
+/// options (security, tuning).
+pub fn base_client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+    for (k, v) in &cfg.kafka.librdkafka_options {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The transactional id of this instance.
+pub fn transactional_id(cfg: &Config) -> String {
+    format!("{}-{}", cfg.kafka.group_id, cfg.kafka.instance_id)
+}
+
+/// Runs the processor on the calling thread until `stop` is set, restarting after
+/// recoverable errors with backoff.
+///
+/// # Errors
+/// A non-retryable [`ProcessorError`] (topic layout).
+pub fn run_blocking(
+    cfg: Arc<Config>,
+    codec: AnyCodec,
+    rt: Handle,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ProcessorError> {
+    shared.alive.store(true, Ordering::SeqCst);
+    let mut backoff = Duration::from_millis(200);
+    let result = loop {
+        match run_once(&cfg, &codec, &rt, &shared, &stop) {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_retryable() && !stop.load(Ordering::SeqCst) => {
+                metrics::counter!(m::RESTARTS, "error_type" => e.kind()).increment(1);
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "processor restarting");
+                shared.ready.store(false, Ordering::SeqCst);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    shared.ready.store(false, Ordering::SeqCst);
+    shared.alive.store(false, Ordering::SeqCst);
+    result
+}
+
+fn run_once(
+    cfg: &Arc<Config>,
+    codec: &AnyCodec,
+    rt: &Handle,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<(), ProcessorError> {
+    let topics = check_topics(cfg)?;
+    let producer: BaseProducer<DeliveryContext> = {
+        let mut c = base_client_config(cfg);
+        c.set("transactional.id", transactional_id(cfg))
+            .set(
+                "transaction.timeout.ms",
+                cfg.kafka.transaction_timeout_ms.to_string(),
+            )
+            .set("linger.ms", "5");
+        c.create_with_context(DeliveryContext {
+            changelog: cfg.topics.changelog.clone(),
+            offsets: Mutex::new(HashMap::new()),
+            failed: Mutex::new(None),
+        })
+        .map_err(kafka("create producer"))?
+    };
+    // Fences a previous incarnation with the same transactional id and aborts its open
+    // transaction, so read_committed readers are not held up.
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .map_err(kafka("init_transactions"))?;
+
+    let engine = Arc::new(Mutex::new(Engine {
+        cfg: Arc::clone(cfg),
+        model: cfg.model.clone(),
+        codec: codec.clone(),
+        rt: rt.clone(),
+        producer,
+        topics: topics.clone(),
+        tasks: BTreeMap::new(),
+        pending: Vec::new(),
+        batch_records: 0,
+        out: Vec::with_capacity(64),
+        shared: Arc::clone(shared),
+    }));
+    let consumer: BaseConsumer<ConsumerCtx> = {
+        let mut c = base_client_config(cfg);
+        c.set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            // Range assigns partition p of every co-partitioned topic to the same member.
+            .set("partition.assignment.strategy", "range")
+            // Static membership: a restarted instance takes its partitions back at once
+            // instead of waiting out the old member's session.
+            .set("group.instance.id", &cfg.kafka.instance_id);
+        c.create_with_context(ConsumerCtx {
+            engine: Arc::clone(&engine),
+            error: Mutex::new(None),
+        })
+        .map_err(kafka("create consumer"))?
+    };
+    let names: Vec<&str> = topics.keys().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(kafka("subscribe"))?;
+    info!(topics = ?names, group = %cfg.kafka.group_id, "processor started");
+
+    let commit_every = Duration::from_millis(cfg.processor.commit_interval_ms);
+    let tick_every = Duration::from_millis(cfg.processor.tick_interval_ms);
+    let mut last_commit = Instant::now();
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        let msg = consumer.poll(Duration::from_millis(20));
+        if let Some(err) = lock(&consumer.context().error).take() {
+            break Err(err);
+        }
+        let mut e = lock(&engine);
+        match msg {
+            Some(Ok(msg)) => {
+                if let Err(err) = e.handle(&msg) {
+                    break Err(err);
+                }
+            }
+            Some(Err(err)) => {
+                // Consumer-level errors (broker down, ...) are reported here; librdkafka
+                // retries on its own, so log and go on.
+                debug!(error = %err, "consumer error");
+            }
+            None => {}
+        }
+        if e.batch_records >= cfg.processor.max_batch_records
+            || last_commit.elapsed() >= commit_every
+        {
+            e.tick_idle(tick_every);
+            if let Err(err) = e.commit(&consumer) {
+                break Err(err);
+            }
+            last_commit = Instant::now();
+        }
+    };
+    // Drain and leave: commit what was processed, close the partitions, leave the group.
+    let final_commit = lock(&engine).commit(&consumer);
+    {
+        let mut e = lock(&engine);
+        let all: Vec<i32> = e.tasks.keys().copied().collect();
+        for p in all {
+            e.close_partition(p);
+        }
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    shared.ready.store(false, Ordering::SeqCst);
+    result.and(final_commit)
+}
+
+/// Checks the input topics exist and are co-partitioned, and that Breakwater's own topics
+/// have at least as many partitions. Returns what each input topic carries.
+fn check_topics(cfg: &Config) -> Result<HashMap<String, TopicKind>, ProcessorError> {
+    let probe: BaseConsumer = base_client_config(cfg)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(kafka("create metadata client"))?;
+    let md = probe
+        .fetch_metadata(None, Duration::from_secs(30))
+        .map_err(kafka("fetch metadata"))?;
+    let count = |t: &str| {
+        md.topics()
+            .iter()
+            .find(|mt| mt.name() == t && mt.error().is_none())
+            .map(|mt| mt.partitions().len())
+    };
+    let mut inputs: Vec<(String, TopicKind)> = cfg
+        .model
+        .systems()
+        .iter()
+        .map(|s| (s.input_topic.clone(), TopicKind::Events(s.id)))
+        .collect();
+    inputs.push((cfg.topics.reservations.clone(), TopicKind::Commands));
+    inputs.push((cfg.topics.ticks.clone(), TopicKind::Ticks));
+    let mut problems = Vec::new();
+    let mut partitions = None;
+    for (t, _) in &inputs {
+        match count(t) {
+            None => problems.push(format!("input topic {t:?} does not exist")),
+            Some(n) => match partitions {
+                None => partitions = Some((n, t.clone())),
+                Some((p, ref first)) if p != n => problems.push(format!(
+                    "input topics are not co-partitioned: {t:?} has {n} partitions, {first:?} has {p}"
+                )),
+                Some(_) => {}
+            },
+        }
+    }
+    if let Some((n, _)) = partitions {
+        let mut outputs: Vec<&str> = cfg
+            .model
+            .systems()
+            .iter()
+            .map(|s| s.propagation_topic.as_str())
+            .collect();
+        outputs.extend([
+            cfg.topics.alerts.as_str(),
+            cfg.topics.decisions.as_str(),
+            cfg.topics.dead_letter.as_str(),
+            cfg.topics.changelog.as_str(),
+        ]);
+        for t in outputs {
+            match count(t) {
+                None => problems.push(format!("output topic {t:?} does not exist")),
+                Some(c) if c < n => problems.push(format!(
+                    "output topic {t:?} has {c} partitions; it needs at least {n} (one per input partition)"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(inputs.into_iter().collect())
+    } else {
+        Err(ProcessorError::Topics(format!(
+            "{} (create them with `breakwater topics --config FILE`)",
+            problems.join("; ")
+        )))
+    }
+}
+
+impl Engine {
+    /// Folds one input record.
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let Some(kind) = self.topics.get(topic).copied() else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            // Not (or no longer) ours: the next owner processes it.
+            return Ok(());
+        };
+        task.positions.insert(topic.to_owned(), msg.offset() + 1);
+        task.last_input = Instant::now();
+        self.batch_records += 1;
+        let ts = msg.timestamp().to_millis().unwrap_or_else(wall_ms);
+        let now = ts.max(task.meta.stream_time);
+        if now != task.meta.stream_time {
+            task.meta.stream_time = now;
+            task.stream_time_dirty = true;
+        }
+        // Timers due by now fire first, each at its own deadline: the same order the pure
+        // fold's scenario runner uses.
+        self.fire_timers(partition, now)?;
+
+        let Some(payload) = msg.payload() else {
+            return self.dead_letter(msg, "empty_payload", "record has no value".into());
+        };
+        match kind {
+            TopicKind::Ticks => {
+                metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => "tick")
+                    .increment(1);
+                Ok(())
+            }
+            TopicKind::Events(system) => {
+                let event: InventoryEvent = match self.decode(topic, payload)? {
+                    Ok(e) => e,
+                    Err(e) => return self.dead_letter(msg, codec_code(&e), e.to_string()),
+                };
+                if self.model.system_by_name(&event.system).map(|s| s.id) != Some(system) {
+                    let reason = format!(
+                        "event says system {:?} but {topic:?} is the input topic of {:?}",
+                        event.system,
+                        self.model.name(system)
+                    );
+                    return self.dead_letter(msg, "system_mismatch", reason);
+                }
+                let key = message_key(&event.sku, &event.location);
+                if let Some(reason) = key_problem(msg, &key) {
+                    return self.dead_letter(msg, "key_mismatch", reason);
+                }
+                self.fold(
+                    msg,
+                    &key,
+                    &event.sku,
+                    &event.location,
+                    Input::Event(&event),
+                    now,
+                )
+            }
+            TopicKind::Commands => {
+                let cmd: ReservationCommand = match self.decode(topic, payload)? {
+                    Ok(c) => c,
+                    Err(e) => return self.dead_letter(msg, codec_code(&e), e.to_string()),
+                };
+                let key = message_key(&cmd.sku, &cmd.location);
+                if let Some(reason) = key_problem(msg, &key) {
+                    return self.dead_letter(msg, "key_mismatch", reason);
+                }
+                self.fold(
+                    msg,
+                    &key,
+                    &cmd.sku,
+                    &cmd.location,
+                    Input::Command(&cmd),
+                    now,
+                )
+            }
+        }
+    }
+
+    /// Decodes with retry on transient registry errors; `Ok(Err)` is bad data.
+    fn decode<T: WireRecord>(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Result<T, CodecError>, ProcessorError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.rt.block_on(self.codec.decode::<T>(topic, payload)) {
+                Ok(v) => return Ok(Ok(v)),
+                Err(e) if e.class() == ErrorClass::Retry && backoff < Duration::from_secs(30) => {
+                    warn!(error = %e, "schema registry unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                }
+                Err(e) if e.class() == ErrorClass::BadData => return Ok(Err(e)),
+                Err(e) => {
+                    return Err(ProcessorError::Encode {
+                        topic: topic.to_owned(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    fn fold(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        key: &str,
+        sku: &str,
+        location: &str,
+        input: Input<'_>,
+        now: Millis,
+    ) -> Result<(), ProcessorError> {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            return Ok(());
+        };
+        let entry = task.load(key.as_bytes())?;
+        let before = entry.state.next_timer();
+        self.out.clear();
+        let result = apply(&self.model, &mut entry.state, input, now, &mut self.out);
+        let after = entry.state.next_timer();
+        match result {
+            Ok(outcome) => {
+                let label = match outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::Duplicate => "duplicate",
+                    Outcome::Superseded => "superseded",
+                };
+                metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => label)
+                    .increment(1);
+                if outcome == Outcome::Applied {
+                    if !entry.dirty {
+                        entry.dirty = true;
+                        task.dirty.push(key.as_bytes().to_vec());
+                    }
+                    if before != after {
+                        if let Some(t) = before {
+                            task.timers.remove(&(t, key.as_bytes().to_vec()));
+                        }
+                        if let Some(t) = after {
+                            task.timers.insert((t, key.as_bytes().to_vec()));
+                        }
+                    }
+                }
+                self.emit(partition, key, sku, location, now)
+            }
+            Err(rejection) => self.dead_letter(msg, rejection.code(), rejection.to_string()),
+        }
+    }
+
+    /// Fires every timer of `partition` due at or before `now`, each at its deadline.
+    fn fire_timers(&mut self, partition: i32, now: Millis) -> Result<(), ProcessorError> {
+        loop {
+            let Some(task) = self.tasks.get_mut(&partition) else {
+                return Ok(());
+            };
+            let Some((deadline, key)) = task.timers.first().cloned() else {
+                return Ok(());
+            };
+            if deadline > now {
+                return Ok(());
+            }
+            task.timers.remove(&(deadline, key.clone()));
+            let entry = task.load(&key)?;
+            self.out.clear();
+            // Timers never reject.
+            let _ = apply(
+                &self.model,
+                &mut entry.state,
+                Input::Timer,
+                deadline,
+                &mut self.out,
+            );
+            let next = entry.state.next_timer();
+            let newly_dirty = !entry.dirty;
+            entry.dirty = true;
+            if let Some(t) = next {
+                task.timers.insert((t, key.clone()));
+            }
+            if newly_dirty {
+                task.dirty.push(key.clone());
+            }
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let (sku, location) = split_key(&key);
+            self.emit(partition, &key, sku, location, deadline)?;
+        }
+    }
+
+    /// Encodes the fold's outputs into the pending batch.
+    fn emit(
+        &mut self,
+        partition: i32,
+        key: &str,
+        sku: &str,
+        location: &str,
+        now: Millis,
+    ) -> Result<(), ProcessorError> {
+        let outs = std::mem::take(&mut self.out);
+        for o in &outs {
+            let (topic, payload) = match o {
+                Output::Propagation(p) => {
+                    let Some(sys) = self.model.system(p.target) else {
+                        continue;
+                    };
+                    metrics::counter!(m::PROPAGATIONS, "system" => sys.name.clone()).increment(1);
+                    let topic = sys.propagation_topic.clone();
+                    let rec = propagation_record(&self.model, sku, location, p);
+                    let payload = self.encode(&topic, &rec)?;
+                    (topic, payload)
+                }
+                Output::Alert(a) => {
+                    metrics::counter!(m::ALERTS, "kind" => a.kind.as_str(), "system" => self.model.name(a.system).to_owned())
+                        .increment(1);
+                    let topic = self.cfg.topics.alerts.clone();
+                    let rec = alert_record(&self.model, sku, location, a);
+                    let payload = self.encode(&topic, &rec)?;
+                    (topic, payload)
+                }
+                Output::Decision(d) => {
+                    let kind = decision_label(d.kind);
+                    metrics::counter!(m::DECISIONS, "decision" => kind).increment(1);
+                    let topic = self.cfg.topics.decisions.clone();
+                    let rec = decision_record(sku, location, d);
+                    let payload = self.encode(&topic, &rec)?;
+                    (topic, payload)
+                }
+                Output::Converged(c) => {
+                    let handoff = format!(
+                        "{}->{}",
+                        self.model.name(c.origin),
+                        self.model.name(c.system)
+                    );
+                    metrics::histogram!(m::HANDOFF_LATENCY, "handoff" => handoff.clone())
+                        .record(c.latency_ms as f64 / 1000.0);
+                    metrics::counter!(m::HANDOFF_CONVERGENCES, "handoff" => handoff, "within" => if c.within_window { "true" } else { "false" })
+                        .increment(1);
+                    continue;
+                }
+            };
+            self.pending.push(OutRecord {
+                topic,
+                partition,
+                key: key.as_bytes().to_vec(),
+                payload,
+                timestamp: now,
+                headers: None,
+            });
+        }
+        self.out = outs;
+        self.out.clear();
+        Ok(())
+    }
+
+    fn encode<T: WireRecord>(&self, topic: &str, rec: &T) -> Result<Vec<u8>, ProcessorError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.rt.block_on(self.codec.encode(topic, rec)) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && backoff < Duration::from_secs(30) => {
+                    warn!(error = %e, "schema registry unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                }
+                Err(source) => {
+                    return Err(ProcessorError::Encode {
+                        topic: topic.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` unchanged to the dead-letter topic with the reason in headers. The offset
+    /// still advances: the record is handled, not lost.
+    fn dead_letter(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        code: &'static str,
+        reason: String,
+    ) -> Result<(), ProcessorError> {
+        let topic = msg.topic();
+        metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => "dead_letter")
+            .increment(1);
+        metrics::counter!(m::DEAD_LETTERS, "topic" => topic.to_owned(), "reason" => code)
+            .increment(1);
+        debug!(topic, partition = msg.partition(), offset = msg.offset(), code, %reason, "dead-lettered");
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: dlq_headers::REASON_CODE,
+                value: Some(code),
+            })
+            .insert(Header {
+                key: dlq_headers::REASON,
+                value: Some(&reason),
+            })
+            .insert(Header {
+                key: dlq_headers::TOPIC,
+                value: Some(topic),
+            })
+            .insert(Header {
+                key: dlq_headers::PARTITION,
+                value: Some(&msg.partition().to_string()),
+            })
+            .insert(Header {
+                key: dlq_headers::OFFSET,
+                value: Some(&msg.offset().to_string()),
+            });
+        let ts = msg.timestamp().to_millis();
+        if let Some(t) = ts {
+            headers = headers.insert(Header {
+                key: dlq_headers::TIMESTAMP,
+                value: Some(&t.to_string()),
+            });
+        }
+        // Keep the record's own headers after ours.
+        if let Some(h) = msg.headers() {
+            for i in 0..h.count() {
+                let hd = h.get(i);
+                headers = headers.insert(Header {
+                    key: hd.key,
+                    value: hd.value,
+                });
+            }
+        }
+        self.pending.push(OutRecord {
+            topic: self.cfg.topics.dead_letter.clone(),
+            partition: msg.partition(),
+            key: msg.key().unwrap_or_default().to_vec(),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            timestamp: ts.unwrap_or_else(wall_ms),
+            headers: Some(headers),
+        });
+        Ok(())
+    }
+
+    /// Queues a clock tick for every partition that has had no input for `every`, so its
+    /// timers fire on time. The tick is an input like any other: replay sees it too.
+    fn tick_idle(&mut self, every: Duration) {
+        let now = wall_ms();
+        for (p, task) in &mut self.tasks {
+            if task.last_input.elapsed() >= every && task.last_tick.elapsed() >= every {
+                task.last_tick = Instant::now();
+                self.pending.push(OutRecord {
+                    topic: self.cfg.topics.ticks.clone(),
+                    partition: *p,
+                    key: b"tick".to_vec(),
+                    payload: b"tick".to_vec(),
+                    timestamp: now,
+                    headers: None,
+                });
+            }
+            metrics::gauge!(m::STREAM_LAG, "partition" => p.to_string())
+                .set((now - task.meta.stream_time) as f64 / 1000.0);
+        }
+    }
+
+    /// Commits everything since the last commit: one Kafka transaction, then one RocksDB
+    /// batch per task.
+    fn commit(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), ProcessorError> {
+        let has_positions = self.tasks.values().any(|t| !t.positions.is_empty());
+        if self.pending.is_empty() && !has_positions {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let result = self.commit_kafka(consumer, timeout);
+        if let Err(e) = result {
+            metrics::counter!(m::COMMITS, "outcome" => "aborted").increment(1);
+            let _ = self.producer.abort_transaction(timeout);
+            return Err(e);
+        }
+        let delivered: HashMap<i32, i64> =
+            std::mem::take(&mut *lock(&self.producer.context().offsets));
+        for (p, task) in &mut self.tasks {
+            let mut batch = Batch::new();
+            for key in task.dirty.drain(..) {
+                if let Some(entry) = task.cache.get_mut(&key) {
+                    let timer = entry.state.next_timer();
+                    batch.put_state(
+                        &task.store,
+                        &key,
+                        &encode_state(&entry.state),
+                        entry.stored_timer,
+                        timer,
+                    );
+                    entry.stored_timer = timer;
+                    entry.dirty = false;
+                }
+            }
+            for (topic, next) in std::mem::take(&mut task.positions) {
+                task.meta.set_position(&topic, next);
+            }
+            if let Some(o) = delivered.get(p) {
+                task.meta.changelog_next = task.meta.changelog_next.max(o + 1);
+            }
+            task.stream_time_dirty = false;
+            batch.put_meta(&task.store, &task.meta);
+            task.store.write(batch)?;
+            if task.cache.len() > self.cfg.processor.max_cached_keys {
+                task.cache.clear();
+            }
+        }
+        metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
+        metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::COMMIT_RECORDS).record(self.batch_records as f64);
+        self.batch_records = 0;
+        Ok(())
+    }
+
+    fn commit_kafka(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        timeout: Duration,
+    ) -> Result<(), ProcessorError> {
+        self.producer
+            .begin_transaction()
+            .map_err(kafka("begin_transaction"))?;
+        let pending = std::mem::take(&mut self.pending);
+        for r in &pending {
+            let mut rec = BaseRecord::to(&r.topic)
+                .partition(r.partition)
+                .key(r.key.as_slice())
+                .payload(r.payload.as_slice())
+                .timestamp(r.timestamp);
+            if let Some(h) = &r.headers {
+                rec = rec.headers(h.clone());
+            }
+            send(&self.producer, rec)?;
+        }
+        // One changelog record per changed key, and the stream time when it moved.
+        let changelog = self.cfg.topics.changelog.clone();
+        let mut stream_times = Vec::new();
+        for (p, task) in &self.tasks {
+            for key in &task.dirty {
+                if let Some(entry) = task.cache.get(key) {
+                    let value = encode_state(&entry.state);
+                    send(
+                        &self.producer,
+                        BaseRecord::to(&changelog)
+                            .partition(*p)
+                            .key(key.as_slice())
+                            .payload(&value),
+                    )?;
+                }
+            }
+            if task.stream_time_dirty {
+                stream_times.push((*p, task.meta.stream_time.to_be_bytes()));
+            }
+        }
+        for (p, t) in &stream_times {
+            send(
+                &self.producer,
+                BaseRecord::to(&changelog)
+                    .partition(*p)
+                    .key(STREAM_TIME_KEY)
+                    .payload(&t[..]),
+            )?;
+        }
+        self.producer.flush(timeout).map_err(kafka("flush"))?;
+        if let Some(e) = lock(&self.producer.context().failed).take() {
+            return Err(ProcessorError::Kafka {
+                op: "deliver",
+                source: e,
+            });
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (p, task) in &self.tasks {
+            for (topic, next) in &task.positions {
+                offsets
+                    .add_partition_offset(topic, *p, Offset::Offset(*next))
+                    .map_err(kafka("offsets"))?;
+            }
+        }
+        if offsets.count() > 0 {
+            let cgm = consumer.group_metadata().ok_or(ProcessorError::Kafka {
+                op: "group_metadata",
+                source: KafkaError::Canceled,
+            })?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &cgm, timeout)
+                .map_err(kafka("send_offsets_to_transaction"))?;
+        }
+        self.producer
+            .commit_transaction(timeout)
+            .map_err(kafka("commit_transaction"))?;
+        Ok(())
+    }
+
+    /// Opens, restores and starts the tasks of newly assigned partitions.
+    fn open(&mut self, tpl: &TopicPartitionList) -> Result<(), ProcessorError> {
+        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in partitions {
+            if self.tasks.contains_key(&p) {
+                continue;
+            }
+            let store = PartitionStore::open(&self.cfg.state.dir, p)?;
+            let meta = restore(&self.cfg, &store, p)?;
+            let timers = store
+                .due_timers(Millis::MAX, usize::MAX)?
+                .into_iter()
+                .collect();
+            info!(
+                partition = p,
+                changelog_next = meta.changelog_next,
+                "partition ready"
+            );
+            lock_write(&self.shared.stores).insert(p, store.clone());
+            self.tasks.insert(
+                p,
+                Task {
+                    partition: p,
+                    store,
+                    meta,
+                    cache: HashMap::new(),
+                    dirty: Vec::new(),
+                    timers,
+                    positions: BTreeMap::new(),
+                    stream_time_dirty: false,
+                    last_input: Instant::now(),
+                    last_tick: Instant::now(),
+                },
+            );
+        }
+        metrics::gauge!(m::PARTITIONS).set(self.tasks.len() as f64);
+        self.shared.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Closes the tasks of revoked partitions (after `commit`).
+    fn close(&mut self, tpl: &TopicPartitionList) {
+        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for p in partitions {
+            self.close_partition(p);
+        }
+        metrics::gauge!(m::PARTITIONS).set(self.tasks.len() as f64);
+    }
+
+    fn close_partition(&mut self, p: i32) {
+        if self.tasks.remove(&p).is_some() {
+            lock_write(&self.shared.stores).remove(&p);
+            info!(partition = p, "partition closed");
+        }
+    }
+}
+
+fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends with back-pressure: when librdkafka's queue is full, serve delivery reports and try
+/// again.
+fn send(
+    producer: &BaseProducer<DeliveryContext>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), ProcessorError> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                producer.poll(Duration::from_millis(10));
+                rec = r;
+            }
+            Err((e, _)) => {
+                return Err(ProcessorError::Kafka {
+                    op: "send",
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+/// Brings a partition's local state up to the end of its changelog: the batch (or batches)
+/// committed to Kafka after the last local write, or everything for a partition that is new
+/// here. Returns the partition's meta after restoration.
+fn restore(cfg: &Config, store: &PartitionStore, p: i32) -> Result<Meta, ProcessorError> {
+    let mut meta = store.meta()?;
+    let err = |detail: String| ProcessorError::Restore {
+        partition: p,
+        detail,
+    };
+    let consumer: BaseConsumer = base_client_config(cfg)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("group.id", format!("{}-restore", cfg.kafka.group_id))
+        .create()
+        .map_err(kafka("create restore consumer"))?;
+    let topic = &cfg.topics.changelog;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, Duration::from_secs(30))
+        .map_err(kafka("changelog watermarks"))?;
+    if meta.changelog_next > high {
+        return Err(err(format!(
+            "local state is ahead of the changelog (local next offset {}, changelog end {high}): \
+             the changelog topic was recreated; move {} away to rebuild this partition",
+            meta.changelog_next,
+            cfg.state.dir.join(format!("partition-{p}")).display()
+        )));
+    }
+    let start = meta.changelog_next.max(low);
+    if start >= high {
+        return Ok(meta);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(start))
+        .map_err(kafka("assign changelog"))?;
+    consumer.assign(&tpl).map_err(kafka("assign changelog"))?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut batch = Batch::new();
+    // Timer entries already staged in this batch, so a key restored twice moves its entry.
+    let mut staged: HashMap<Vec<u8>, Option<Millis>> = HashMap::new();
+    let mut restored = 0u64;
+    loop {
+        let position = consumer
+            .position()
+            .ok()
+            .and_then(|t| t.find_partition(topic, p).and_then(|e| e.offset().to_raw()))
+            .unwrap_or(start);
+        if position >= high {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(err(format!("timed out at offset {position} of {high}")));
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg.map_err(kafka("read changelog"))?;
+        let key = msg.key().unwrap_or_default();
+        meta.changelog_next = msg.offset() + 1;
+        restored += 1;
+        if key == STREAM_TIME_KEY {
+            if let Some(t) = msg.payload().and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+                meta.stream_time = meta.stream_time.max(i64::from_be_bytes(t));
+            }
+            continue;
+        }
+        let old_timer = match staged.get(key) {
+            Some(t) => *t,
+            None => store.get(key)?.and_then(|s| s.next_timer()),
+        };
+        match msg.payload() {
+            Some(v) => {
+                let state = decode_state(v)?;
+                let timer = state.next_timer();
+                batch.put_state(store, key, v, old_timer, timer);
+                staged.insert(key.to_vec(), timer);
+            }
+            None => {
+                batch.delete_state(store, key, old_timer);
+                staged.insert(key.to_vec(), None);
+            }
+        }
+    }
+    batch.put_meta(store, &meta);
+    store.write(batch)?;
+    metrics::counter!(m::RESTORED, "partition" => p.to_string()).increment(restored);
+    info!(
+        partition = p,
+        restored,
+        changelog_next = meta.changelog_next,
+        "restored from changelog"
+    );
+    Ok(meta)
+}
+
+/// The message key must be the event's `sku|location`: anything else means the producer
+/// keyed it differently, and it may sit in the wrong partition.
+fn key_problem(msg: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+    match msg.key() {
+        Some(k) if k == key.as_bytes() => None,
+        Some(k) => Some(format!(
+            "message key {:?} is not the record's key {key:?} (sku|location)",
+            String::from_utf8_lossy(k)
+        )),
+        None => Some(format!(
+            "message has no key; expected {key:?} (sku|location)"
+        )),
+    }
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('|').unwrap_or((key, ""))
+}
+
+fn codec_code(e: &CodecError) -> &'static str {
+    match e {
+        CodecError::TooShort { .. } => "too_short",
+        CodecError::BadMagic { .. } => "bad_magic",
+        CodecError::UnknownSchemaId { .. } => "unknown_schema_id",
+        CodecError::AvroDecode { .. } => "avro_decode",
+        CodecError::JsonDecode { .. } => "json_decode",
+        _ => "undecodable",
+    }
+}
+
+fn decision_label(k: breakwater_core::DecisionKind) -> &'static str {
+    use breakwater_core::DecisionKind::*;
+    match k {
+        Granted => "GRANTED",
+        Rejected => "REJECTED",
+        Committed => "COMMITTED",
+        Released => "RELEASED",
+        Expired => "EXPIRED",
+    }
+}
+
+/// The state directory of a partition.
+pub fn partition_dir(cfg: &Config, p: i32) -> PathBuf {
+    cfg.state.dir.join(format!("partition-{p}"))
+}

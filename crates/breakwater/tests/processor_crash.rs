@@ -1,0 +1,225 @@
+//! Crash and rebalance tests on the real broker, with the real binary as a child process.
+//!
+//! Inputs go to one topic (the WMS's) over several partitions, so each partition's order is
+//! its offset order and the pure fold of the log is well defined (see README, "Ordering").
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use breakwater_store::PartitionStore;
+use common::processor::{
+    assert_exactly_once, changelog_states, config, config_text, expected, kill9, producer,
+    published, read_all, spawn_binary, terminate, wait_caught_up, wms_event,
+};
+use rdkafka::producer::{BaseRecord, Producer};
+
+const PARTITIONS: i32 = 4;
+const KEYS: usize = 60;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A small deterministic generator for kill times; the seed is printed so a failure can be
+/// replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+/// Publishes `n` WMS events at a steady pace on a background thread.
+fn publish(
+    bootstrap: String,
+    topic: String,
+    n: usize,
+    pace: Duration,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let h = std::thread::spawn(move || {
+        let p = producer(&bootstrap);
+        for i in 0..n {
+            let (key, payload) = wms_event(i, KEYS, now_ms());
+            let rec = BaseRecord::to(&topic).key(&key).payload(&payload);
+            p.send(rec).map_err(|(e, _)| e).expect("send");
+            p.poll(Duration::ZERO);
+            if i % 20 == 19 {
+                std::thread::sleep(pace);
+            }
+        }
+        p.flush(Duration::from_secs(30)).expect("flush");
+        d.store(true, Ordering::SeqCst);
+    });
+    (done, h)
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("breakwater.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("crash");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&bootstrap, &prefix, &state, "crash-0");
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
+        .await
+        .unwrap();
+    let path = write_config(dir.path(), &text);
+    let log = dir.path().join("breakwater.log");
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+
+    let seed = now_ms() as u64 | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let (done, publisher) = publish(
+        bootstrap.clone(),
+        wms.clone(),
+        4000,
+        Duration::from_millis(60),
+    );
+    let mut kills = 0;
+    while kills < 10 || !done.load(Ordering::SeqCst) {
+        let mut child = spawn_binary(&path, &log);
+        std::thread::sleep(rng.millis(800, 3500));
+        kill9(&mut child);
+        kills += 1;
+    }
+    publisher.join().unwrap();
+    eprintln!("killed {kills} times");
+
+    // One last, clean run to the end of the log.
+    let mut child = spawn_binary(&path, &log);
+    let (b, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
+    tokio::task::spawn_blocking(move || wait_caught_up(&b, &g, &[&t], Duration::from_secs(180)))
+        .await
+        .unwrap();
+    assert!(terminate(&mut child).success(), "clean exit on SIGTERM");
+
+    let inputs = read_all(&bootstrap, &wms);
+    assert_eq!(inputs.len(), 4000);
+    let want = expected(&cfg, &inputs);
+    assert!(
+        want.outputs.len() > 4000,
+        "the log produces outputs to check"
+    );
+    assert_exactly_once(&want, &published(&bootstrap, &cfg));
+
+    // The local state that survived ten kills is the pure fold of the log...
+    let mut local = std::collections::BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let store = PartitionStore::open(&state, p).unwrap();
+        for (k, st) in store.all_states().unwrap() {
+            local.insert(String::from_utf8(k).unwrap(), st);
+        }
+    }
+    assert_eq!(
+        local, want.states,
+        "RocksDB state equals the pure fold of the input"
+    );
+    // ...and so is the changelog another instance would restore from.
+    assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("restored from changelog") || text.contains("partition ready"),
+        "restarts reuse local state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("rebalance");
+    let dir = tempfile::tempdir().unwrap();
+    // A dead member's partitions move after its session times out: keep that short here.
+    let session = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let mk = |name: &str| {
+        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name).replace(
+            "[kafka.librdkafka_options]\n",
+            &format!("[kafka.librdkafka_options]\n{session}"),
+        );
+        let d = dir.path().join(format!("{name}-cfg"));
+        std::fs::create_dir_all(&d).unwrap();
+        (
+            write_config(&d, &text),
+            dir.path().join(format!("{name}.log")),
+            text,
+        )
+    };
+    let (path_a, log_a, text) = mk("a");
+    let (path_b, log_b, _) = mk("b");
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
+        .await
+        .unwrap();
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+
+    let mut a = spawn_binary(&path_a, &log_a);
+    let mut b = spawn_binary(&path_b, &log_b);
+    let (done, publisher) = publish(
+        bootstrap.clone(),
+        wms.clone(),
+        3000,
+        Duration::from_millis(150),
+    );
+    let wait = |d: u64| std::thread::sleep(Duration::from_secs(d));
+    wait(6);
+    kill9(&mut a); // b takes over a's partitions
+    wait(10);
+    a = spawn_binary(&path_a, &log_a); // a comes back: restores what b changed meanwhile
+    wait(8);
+    kill9(&mut b); // a takes over b's partitions
+    wait(10);
+    b = spawn_binary(&path_b, &log_b);
+    let started = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "publisher stuck"
+        );
+        wait(1);
+    }
+    publisher.join().unwrap();
+    let (bs, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
+    tokio::task::spawn_blocking(move || wait_caught_up(&bs, &g, &[&t], Duration::from_secs(180)))
+        .await
+        .unwrap();
+    assert!(terminate(&mut a).success());
+    assert!(terminate(&mut b).success());
+
+    // Both instances owned partitions at some point.
+    for log in [&log_a, &log_b] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("partition ready"),
+            "{} never owned a partition",
+            log.display()
+        );
+    }
+    let inputs = read_all(&bootstrap, &wms);
+    let want = expected(&cfg, &inputs);
+    assert_exactly_once(&want, &published(&bootstrap, &cfg));
+    assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
+}
