@@ -12,7 +12,7 @@ CARGO ?= cargo
 
 ## Run the embedded demo: in-process Kafka, the article's SKU-1247 story.
 demo:
-	$(CARGO) run --release -p breakwater -- demo
+	$(CARGO) run -p breakwater -- demo
 
 ## Build, start a real Kafka broker, run every test (unit, mock cluster, real broker), stop
 ## the broker even on failure; non-zero exit on any failure.

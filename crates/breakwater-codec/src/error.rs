@@ -84,7 +84,8 @@ pub enum CodecError {
         record: &'static str,
         /// The writer's schema id from the payload.
         schema_id: u32,
-        /// Why: an `apache_avro` error, possibly wrapped by the registry client.
+        /// Why: a [`DatumError`], or the registry client's error when the writer's schema
+        /// does not parse or is not Avro.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
     },
@@ -94,9 +95,9 @@ pub enum CodecError {
     AvroEncode {
         /// The record's full name.
         record: &'static str,
-        /// Why: an `apache_avro` error, possibly wrapped by the registry client.
+        /// The registry client's error; its source is `apache_avro`'s.
         #[source]
-        source: Box<dyn StdError + Send + Sync>,
+        source: SRCError,
     },
 
     /// The JSON payload is not valid JSON or does not match the record: a syntax error, a
@@ -227,10 +228,7 @@ impl CodecError {
                 source: Box::new(e),
             },
             Lookup::Subject(_) if source.is_some_and(|s| s.is::<apache_avro::Error>()) => {
-                CodecError::AvroEncode {
-                    record,
-                    source: Box::new(e),
-                }
+                CodecError::AvroEncode { record, source: e }
             }
             lookup @ Lookup::Subject(_) => CodecError::Registry {
                 lookup: lookup.to_string(),
@@ -365,6 +363,12 @@ mod tests {
         assert_eq!(class(not_avro, Lookup::Id(1)).0, ErrorClass::BadData);
         let odd = SRCError::non_retryable_without_cause("Could not get id from response");
         assert_eq!(class(odd, Lookup::Subject("s".into())).0, ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn errors_can_cross_threads() {
+        fn is<T: Send + Sync + 'static>() {}
+        is::<CodecError>();
     }
 
     #[test]

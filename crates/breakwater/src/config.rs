@@ -83,6 +83,11 @@ pub struct KafkaConfig {
     /// else `local`. Two instances must never share one.
     #[serde(default = "default_instance_id")]
     pub instance_id: String,
+    /// Join the group as a static member (`group.instance.id` = `instance_id`): a restarted
+    /// instance gets its partitions back at once, without a rebalance; a stopped one keeps
+    /// them until `session.timeout.ms` passes. Default true.
+    #[serde(default = "default_true")]
+    pub static_membership: bool,
     /// Kafka transaction timeout (librdkafka `transaction.timeout.ms`). Bounds how long a
     /// crashed instance's open transaction blocks read_committed readers when it does not
     /// come back under the same instance id. Breakwater's default is 10000; librdkafka's is
@@ -96,6 +101,10 @@ pub struct KafkaConfig {
 
 fn default_group_id() -> String {
     "breakwater".to_owned()
+}
+
+const fn default_true() -> bool {
+    true
 }
 
 const fn default_transaction_timeout_ms() -> u64 {
@@ -127,6 +136,7 @@ impl fmt::Debug for KafkaConfig {
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("group_id", &self.group_id)
             .field("instance_id", &self.instance_id)
+            .field("static_membership", &self.static_membership)
             .field("format", &self.format)
             .field("schema_registry_url", &self.schema_registry_url)
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
@@ -339,7 +349,13 @@ impl Config {
         Config::from_figment(
             Figment::new()
                 .merge(Toml::file_exact(path))
-                .merge(Env::prefixed(ENV_PREFIX).split("__")),
+                // Only `BREAKWATER_<SECTION>__<KEY>`: other BREAKWATER_* variables (the
+                // CLI's BREAKWATER_CONFIG, a test's broker address) are not settings.
+                .merge(
+                    Env::prefixed(ENV_PREFIX)
+                        .filter(|k| k.as_str().contains("__"))
+                        .split("__"),
+                ),
         )
     }
 
@@ -649,6 +665,8 @@ port = 1
         figment::Jail::expect_with(|jail| {
             jail.set_env("BREAKWATER_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092");
             jail.set_env("BREAKWATER_TOPICS__ALERTS", "ops.alerts");
+            jail.set_env("BREAKWATER_CONFIG", "/elsewhere.toml");
+            jail.set_env("BREAKWATER_KAFKA_BOOTSTRAP", "not-a-setting");
             let c = Config::load(&path).map_err(|e| e.to_string())?;
             assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
             assert_eq!(c.topics.alerts, "ops.alerts");

@@ -9,9 +9,11 @@
 //! - [`service`]: `run(cfg, metrics, shutdown)`: the processor thread, HTTP, graceful shutdown.
 //! - [`http`]: `/metrics`, `/health`, `/ready`, availability, the cascade map.
 //! - [`topics`]: creating a config's topics, co-partitioned.
+//! - [`demo`]: the article's story through the processor on librdkafka's mock cluster.
 //! - [`metrics`]: metric names, units and help texts.
 
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod processor;

@@ -20,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The article's SKU-1247 story on an in-process Kafka, with and without propagation.
+    Demo,
     /// Run the processor.
     Run {
         /// The TOML configuration file (BREAKWATER_* environment variables override it).
@@ -62,6 +64,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Demo => report(runtime().and_then(|rt| {
+            rt.block_on(async {
+                let mut out = std::io::stdout();
+                breakwater::demo::run(&mut out).await?;
+                Ok(())
+            })
+        })),
         Command::Check { config } => match load(&config) {
             Ok(c) => {
                 println!("{}: ok", config.display());

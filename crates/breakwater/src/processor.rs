@@ -277,7 +277,8 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-fn wall_ms() -> Millis {
+/// Wall-clock time in ms since the epoch.
+pub fn wall_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -381,10 +382,12 @@ fn run_once(
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             // Range assigns partition p of every co-partitioned topic to the same member.
-            .set("partition.assignment.strategy", "range")
-            // Static membership: a restarted instance takes its partitions back at once
-            // instead of waiting out the old member's session.
-            .set("group.instance.id", &cfg.kafka.instance_id);
+            .set("partition.assignment.strategy", "range");
+        // Static membership: a restarted instance takes its partitions back at once instead
+        // of waiting out the old member's session.
+        if cfg.kafka.static_membership {
+            c.set("group.instance.id", &cfg.kafka.instance_id);
+        }
         c.create_with_context(ConsumerCtx {
             engine: Arc::clone(&engine),
             error: Mutex::new(None),

@@ -3,7 +3,7 @@
 //! The fake answers the two calls the codec makes, with the bodies a Confluent registry sends
 //! (as in schema_registry_converter's own tests): `POST /subjects/{subject}/versions` with
 //! `{"id":N}`, and `GET /schemas/ids/{id}?deleted=true` with `{"schema":"<escaped avsc>"}`.
-//! Any other schema id is a 404 with error code 40403.
+//! After `others_unknown`, any other schema id is a 404 with error code 40403.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses part of this module
 
