@@ -6,17 +6,20 @@
 //! exactly-once is tested on a real broker; for showing the story it is all one needs.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use breakwater_codec::records::{AlertRecord, DecisionRecord};
-use breakwater_core::scenario::{Scenario, ScenarioInput};
 use breakwater_core::message_key;
+use breakwater_core::scenario::{Scenario, ScenarioInput};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
+use crate::processor::Shared;
 use crate::topics::all_topics;
 
 const CONFIG: &str = include_str!("../../../deploy/breakwater.toml");
@@ -105,7 +108,10 @@ fn demo_config(bootstrap: &str, prefix: &str, dir: &std::path::Path) -> Result<C
             "bootstrap_servers = \"127.0.0.1:9092\"",
             &format!("bootstrap_servers = \"{bootstrap}\""),
         )
-        .replace("group_id = \"breakwater\"", &format!("group_id = \"{prefix}\""))
+        .replace(
+            "group_id = \"breakwater\"",
+            &format!("group_id = \"{prefix}\""),
+        )
         .replace(
             "# instance_id = \"breakwater-0\"",
             "instance_id = \"demo\"\nstatic_membership = false",
@@ -153,15 +159,17 @@ async fn tell(
     out: &mut (impl Write + Send),
 ) -> Result<Told, DemoError> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(crate::service::run(cfg.clone(), None, async move {
-        let _ = stopped.await;
-    }));
+    let shared = Arc::new(Shared::default());
+    let running = tokio::spawn(crate::service::run_with(
+        cfg.clone(),
+        None,
+        Arc::clone(&shared),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let watcher: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", &cfg.kafka.group_id)
         .create()?;
     // The story starts two hours ago, so its timestamps are recent.
     let start = crate::processor::wall_ms() - 2 * 3600 * 1000;
@@ -193,7 +201,7 @@ async fn tell(
             .map_err(|(e, _)| e)?;
         producer.flush(Duration::from_secs(10))?;
         // One step at a time, so the story's order across topics is the order it is told in.
-        wait_committed(&watcher, &topic, n).await?;
+        wait_committed(&shared, n).await?;
     }
     let _ = stop.send(());
     if let Ok(r) = running.await {
@@ -217,25 +225,15 @@ async fn tell(
     Ok(told)
 }
 
-async fn wait_committed(c: &BaseConsumer, topic: &str, step: usize) -> Result<(), DemoError> {
+async fn wait_committed(shared: &Shared, step: usize) -> Result<(), DemoError> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, 0);
-        let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
-        let at = match committed.find_partition(topic, 0).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => 0,
-        };
-        if at >= high {
-            return Ok(());
-        }
+    while shared.committed_records.load(Ordering::SeqCst) <= step as u64 {
         if Instant::now() > deadline {
             return Err(DemoError::Stalled(step));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Ok(())
 }
 
 fn read(bootstrap: &str, topic: &str) -> Result<Vec<(i64, Vec<u8>)>, DemoError> {
@@ -261,7 +259,12 @@ fn read(bootstrap: &str, topic: &str) -> Result<Vec<(i64, Vec<u8>)>, DemoError> 
 fn report(out: &mut impl Write, start: i64, told: &Told) -> std::io::Result<()> {
     let clock = |t: i64| {
         let s = (t - start) / 1000;
-        format!("{}{:02}:{:02}", if s < 0 { "-" } else { "+" }, s.abs() / 60, s.abs() % 60)
+        format!(
+            "{}{:02}:{:02}",
+            if s < 0 { "-" } else { "+" },
+            s.abs() / 60,
+            s.abs() % 60
+        )
     };
     if told.alerts.is_empty() {
         writeln!(out, "  no alerts")?;

@@ -57,9 +57,14 @@ fn load(path: &PathBuf) -> Result<Config, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo prints its own report; its in-process brokers shutting down are not news.
+    let default_filter = match cli.command {
+        Command::Demo => "warn,rdkafka=off,librdkafka=off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -129,6 +129,8 @@ pub struct Shared {
     pub alive: AtomicBool,
     /// The stores of the partitions this instance owns, for availability reads.
     pub stores: RwLock<BTreeMap<i32, PartitionStore>>,
+    /// Input records committed since start (progress for the demo and operators).
+    pub committed_records: std::sync::atomic::AtomicU64,
 }
 
 /// What a topic carries.
@@ -524,6 +526,7 @@ impl Engine {
     fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
         let topic = msg.topic();
         let partition = msg.partition();
+        tracing::trace!(topic, partition, offset = msg.offset(), "record");
         let Some(kind) = self.topics.get(topic).copied() else {
             return Ok(());
         };
@@ -928,6 +931,9 @@ impl Engine {
             }
         }
         metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
+        self.shared
+            .committed_records
+            .fetch_add(self.batch_records as u64, Ordering::SeqCst);
         metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::COMMIT_RECORDS).record(self.batch_records as f64);
         self.batch_records = 0;

@@ -56,8 +56,20 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    run_with(cfg, metrics, Arc::new(Shared::default()), shutdown).await
+}
+
+/// [`run`], sharing the processor's status (readiness, committed records) with the caller.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    cfg: Config,
+    metrics: Option<PrometheusHandle>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let cfg = Arc::new(cfg);
-    let shared = Arc::new(Shared::default());
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
 
