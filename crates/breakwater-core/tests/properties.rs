@@ -1,5 +1,7 @@
 //! Invariants over random histories (proptest).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 use std::collections::BTreeSet;
 
 use breakwater_core::output::Alert;

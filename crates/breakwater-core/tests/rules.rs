@@ -1,6 +1,8 @@
 //! One rule at a time: every event type, every alert kind, duplicates and ordering, and the
 //! reservation ledger, each on the smallest input that shows it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 use breakwater_core::fold::MAX_QUANTITY;
 use breakwater_core::output::{Alert, RejectReason};
 use breakwater_core::{

@@ -1,6 +1,8 @@
 //! Every story in `testdata/scenarios/` produces exactly the alerts it lists and the
 //! propagation events it names.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 use breakwater_core::scenario::{check, run, Scenario};

@@ -83,7 +83,7 @@ pub enum ProcessorError {
         topic: String,
         /// The error.
         #[source]
-        source: CodecError,
+        source: Box<CodecError>,
     },
     /// Topics are missing or not co-partitioned.
     #[error("topics: {0}")]
@@ -622,7 +622,7 @@ impl Engine {
                 Err(e) => {
                     return Err(ProcessorError::Encode {
                         topic: topic.to_owned(),
-                        source: e,
+                        source: Box::new(e),
                     })
                 }
             }
@@ -793,7 +793,7 @@ impl Engine {
                 Err(source) => {
                     return Err(ProcessorError::Encode {
                         topic: topic.to_owned(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             }

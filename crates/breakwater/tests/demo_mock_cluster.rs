@@ -1,6 +1,8 @@
 //! The demo through the processor on librdkafka's mock cluster (no broker needed): the
 //! article's story raises the alerts the scenario promises, and the fixed stack raises none.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 use breakwater_core::{AlertKind, DecisionKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! of committed transactions. (librdkafka's mock cluster does not, which is why exactly-once
 //! is judged here and not there.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,8 @@
 //! Inputs go to one topic (the WMS's) over several partitions, so each partition's order is
 //! its offset order and the pure fold of the log is well defined (see README, "Ordering").
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! systems' topics, Breakwater runs, and the alerts and propagation events are read back with
 //! read_committed. Garbage goes to the dead-letter topic with its reason and loses nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;
