@@ -23,7 +23,7 @@ test:
 	BREAKWATER_KAFKA_BOOTSTRAP=$$(bash scripts/kafka.sh start | tail -1); \
 	export BREAKWATER_KAFKA_BOOTSTRAP; \
 	echo "Kafka at $$BREAKWATER_KAFKA_BOOTSTRAP" >&2; \
-	$(CARGO) test --workspace --locked -- --include-ignored
+	$(CARGO) test --workspace --locked --no-fail-fast -- --include-ignored
 
 build:
 	$(CARGO) build --workspace --all-targets --locked

@@ -591,17 +591,9 @@ fn expected_value(st: &KeyState, m: Measure) -> i64 {
 /// Whether `system` is downstream of the authority of `m` (for `available`: of any authority),
 /// i.e. whether it is expected to converge on it.
 fn held_to(model: &Model, system: SysId, m: Measure) -> bool {
-    route_for(model, system, m).is_some()
-}
-
-fn route_for(model: &Model, system: SysId, m: Measure) -> Option<&Route> {
-    match m {
-        Measure::Available => Measure::STORED
-            .iter()
-            .filter_map(|s| model.route(model.origin_of(*s), system))
-            .min_by_key(|r| r.window_ms),
-        _ => model.route(model.origin_of(m), system),
-    }
+    model
+        .held(system)
+        .is_some_and(|(_, w)| w[m.index()].is_some())
 }
 
 fn window(route: &Route) -> Millis {
@@ -623,7 +615,7 @@ fn evaluate_view(
     out: &mut Vec<Output>,
 ) {
     let system = st.views[vi].system;
-    let Some(sys) = model.system(system) else {
+    let Some((sys, held)) = model.held(system) else {
         return;
     };
     let customer_facing = sys.customer_facing;
@@ -633,12 +625,12 @@ fn evaluate_view(
             continue;
         };
         let authority_here = m != Measure::Available && model.origin_of(m) == system;
-        let route = if authority_here || !st.is_known(m) {
+        let held_window = if authority_here || !st.is_known(m) {
             None
         } else {
-            route_for(model, system, m)
+            held[mi]
         };
-        let Some(route) = route else {
+        let Some(held_window) = held_window else {
             continue;
         };
         let expected = expected_value(st, m);
@@ -668,13 +660,13 @@ fn evaluate_view(
                     resolve(st, vi, m, &d, expected, reading.value, now, out);
                 }
                 let (root, origin, window_ms) = match trigger {
-                    Trigger::Own(root) => (root, system, route.window_ms),
+                    Trigger::Own(root) => (root, system, held_window),
                     Trigger::Change { root, origin } => (
                         root,
                         origin,
                         model
                             .route(origin, system)
-                            .map_or(route.window_ms, |r| r.window_ms),
+                            .map_or(held_window, |r| r.window_ms),
                     ),
                 };
                 Divergence {

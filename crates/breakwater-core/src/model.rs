@@ -219,6 +219,10 @@ pub struct Model {
     routes: Vec<Vec<Option<Route>>>,
     severity: BTreeMap<AlertKind, Severity>,
     handoffs: Vec<HandoffConfig>,
+    /// Per system (config order): the window within which it must converge on each measure
+    /// (`Measure::ALL` order), `None` where it is not downstream of that measure's authority.
+    /// Precomputed because the fold asks for every reading on every change.
+    held: Vec<[Option<u64>; 5]>,
 }
 
 impl Model {
@@ -370,7 +374,7 @@ impl Model {
         let routes = compute_routes(&nodes, &cfg.handoffs);
         let mut severity = default_severities();
         severity.extend(cfg.alerts.severity.iter().map(|(k, v)| (*k, *v)));
-        Ok(Model {
+        let mut model = Model {
             systems,
             nodes,
             authority,
@@ -378,7 +382,20 @@ impl Model {
             routes,
             severity,
             handoffs: cfg.handoffs.clone(),
-        })
+            held: Vec::new(),
+        };
+        model.held = model
+            .systems
+            .iter()
+            .map(|s| {
+                let mut w = [None; 5];
+                for m in Measure::ALL {
+                    w[m.index()] = model.route_for(s.id, m).map(|r| r.window_ms);
+                }
+                w
+            })
+            .collect();
+        Ok(model)
     }
 
     /// The configured systems, in config order.
@@ -428,6 +445,25 @@ impl Model {
         let o = self.nodes.iter().position(|n| *n == origin)?;
         let d = self.nodes.iter().position(|n| *n == dest)?;
         self.routes[o][d].as_ref()
+    }
+
+    /// The route a change of `m` takes to `system` (for `available`: the quickest from any
+    /// authority).
+    fn route_for(&self, system: SysId, m: Measure) -> Option<&Route> {
+        match m {
+            Measure::Available => Measure::STORED
+                .iter()
+                .filter_map(|s| self.route(self.origin_of(*s), system))
+                .min_by_key(|r| r.window_ms),
+            _ => self.route(self.origin_of(m), system),
+        }
+    }
+
+    /// The system with id `id` and, per measure, the window within which it must converge on
+    /// it (`None` where it is not downstream of the measure's authority).
+    pub fn held(&self, id: SysId) -> Option<(&System, &[Option<u64>; 5])> {
+        let i = self.systems.iter().position(|s| s.id == id)?;
+        Some((&self.systems[i], &self.held[i]))
     }
 
     /// The origin of a change to measure `m` (its authority).

@@ -602,7 +602,7 @@ librdkafka_options = { "enable.auto.commit" = "true", "isolation.level" = "read_
 
 [topics]
 alerts = "inventory.wms.events"
-dead_letter = "breakwater.alerts"
+dead_letter = "inventory.wms.propagation"
 
 [http]
 listen = "not an address"
