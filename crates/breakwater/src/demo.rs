@@ -100,8 +100,17 @@ pub async fn run(out: &mut (impl Write + Send)) -> Result<Vec<Told>, DemoError> 
     Ok(results)
 }
 
-fn demo_config(bootstrap: &str, prefix: &str, dir: &std::path::Path) -> Result<Config, DemoError> {
-    let text = CONFIG
+/// The example configuration (`deploy/breakwater.toml`) made self-contained for a demo, a
+/// test or a benchmark: every topic prefixed with `prefix`, its own consumer group and
+/// instance id, `bootstrap` as the broker, state under `dir`, HTTP on an ephemeral port, and
+/// timers driven by record timestamps only (no wall-clock ticks between a story's steps).
+pub fn isolated_example(
+    bootstrap: &str,
+    prefix: &str,
+    dir: &std::path::Path,
+    instance: &str,
+) -> String {
+    CONFIG
         .replace("\"inventory.", &format!("\"{prefix}.inventory."))
         .replace("\"breakwater.", &format!("\"{prefix}.breakwater."))
         .replace(
@@ -114,15 +123,20 @@ fn demo_config(bootstrap: &str, prefix: &str, dir: &std::path::Path) -> Result<C
         )
         .replace(
             "# instance_id = \"breakwater-0\"",
-            "instance_id = \"demo\"\nstatic_membership = false",
+            &format!("instance_id = \"{instance}\""),
         )
         .replace(
             "dir = \"/var/lib/breakwater\"",
             &format!("dir = {:?}", dir.display().to_string()),
         )
         .replace("listen = \"0.0.0.0:9464\"", "listen = \"127.0.0.1:0\"")
-        // The story's clock is its records' timestamps; no wall-clock ticks in between.
         .replace("tick_interval_ms = 1000", "tick_interval_ms = 86400000")
+}
+
+fn demo_config(bootstrap: &str, prefix: &str, dir: &std::path::Path) -> Result<Config, DemoError> {
+    let text = isolated_example(bootstrap, prefix, dir, "demo")
+        // A demo is never restarted: static membership buys nothing here.
+        .replace("static_membership = true", "static_membership = false")
         .replace("commit_interval_ms = 100", "commit_interval_ms = 20");
     Config::from_toml(&text).map_err(|e| DemoError::Bundled {
         what: "config",

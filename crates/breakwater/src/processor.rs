@@ -42,6 +42,9 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::metrics as m;
 
+/// How long a missing or mis-partitioned topic is retried at start before it is fatal.
+const TOPIC_GRACE: Duration = Duration::from_secs(60);
+
 /// Key of the changelog record that carries a partition's stream time.
 pub const STREAM_TIME_KEY: &[u8] = b"\0stream_time";
 
@@ -316,10 +319,16 @@ pub fn run_blocking(
 ) -> Result<(), ProcessorError> {
     shared.alive.store(true, Ordering::SeqCst);
     let mut backoff = Duration::from_millis(200);
+    let started = Instant::now();
     let result = loop {
         match run_once(&cfg, &codec, &rt, &shared, &stop) {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_retryable() && !stop.load(Ordering::SeqCst) => {
+            // Topics created just before start take a moment to show in metadata; a layout
+            // that is still wrong after a minute needs an operator.
+            Err(e)
+                if (e.is_retryable() || started.elapsed() < TOPIC_GRACE)
+                    && !stop.load(Ordering::SeqCst) =>
+            {
                 metrics::counter!(m::RESTARTS, "error_type" => e.kind()).increment(1);
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "processor restarting");
                 shared.ready.store(false, Ordering::SeqCst);

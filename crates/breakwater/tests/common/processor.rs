@@ -10,37 +10,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// The example config with every topic, the group and the instance made unique, pointing at
-/// `bootstrap`, state under `state_dir`.
+/// The example config made self-contained (unique topics, group and instance), pointing at
+/// `bootstrap`, state under `state_dir`, committing every 50 ms.
 pub fn config_text(bootstrap: &str, prefix: &str, state_dir: &Path, instance: &str) -> String {
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/breakwater.toml"
-    ))
-    .expect("example config");
-    example
-        .replace("\"inventory.", &format!("\"{prefix}.inventory."))
-        .replace("\"breakwater.", &format!("\"{prefix}.breakwater."))
-        .replace(
-            "bootstrap_servers = \"127.0.0.1:9092\"",
-            &format!("bootstrap_servers = \"{bootstrap}\""),
-        )
-        .replace(
-            "group_id = \"breakwater\"",
-            &format!("group_id = \"{prefix}\""),
-        )
-        .replace(
-            "# instance_id = \"breakwater-0\"",
-            &format!("instance_id = \"{instance}\""),
-        )
-        .replace(
-            "dir = \"/var/lib/breakwater\"",
-            &format!("dir = \"{}\"", state_dir.display()),
-        )
-        .replace("listen = \"0.0.0.0:9464\"", "listen = \"127.0.0.1:0\"")
-        // Timers fire from record timestamps only, so results do not depend on wall-clock
-        // ticks arriving between a test's steps.
-        .replace("tick_interval_ms = 1000", "tick_interval_ms = 86400000")
+    breakwater::demo::isolated_example(bootstrap, prefix, state_dir, instance)
         .replace("commit_interval_ms = 100", "commit_interval_ms = 50")
 }
 

@@ -1,0 +1,148 @@
+//! Drives the processor on a real broker and prints events/s and the latency from a root
+//! event's produce time to its propagation event becoming visible to a read_committed reader.
+//!
+//! ```sh
+//! BREAKWATER_KAFKA_BOOTSTRAP=$(bash scripts/kafka.sh start | tail -1) \
+//!   cargo run --release -p breakwater --example processor_bench -- 200000 20000
+//! ```
+//! Arguments: events (default 100000), offered rate in events/s (default 0: saturation),
+//! keys (default 10000), partitions (default 4).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the report
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use breakwater::Config;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn arg(i: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let events = arg(1, 100_000) as usize;
+    let rate = arg(2, 0);
+    let keys = arg(3, 10_000) as usize;
+    let partitions = arg(4, 4) as i32;
+    let bootstrap =
+        std::env::var("BREAKWATER_KAFKA_BOOTSTRAP").expect("set BREAKWATER_KAFKA_BOOTSTRAP");
+    let prefix = format!("bench-{}", now_ms());
+    let state = std::env::temp_dir().join(&prefix);
+    let text = breakwater::demo::isolated_example(&bootstrap, &prefix, &state, "bench");
+    let cfg = Config::from_toml(&text).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(breakwater::topics::create_topics(&cfg, partitions, 1))
+        .unwrap();
+    println!(
+        "settings: events={events} offered_rate={} keys={keys} partitions={partitions} \
+         commit_interval_ms={} max_batch_records={} format=json build={}",
+        if rate == 0 {
+            "saturation".into()
+        } else {
+            format!("{rate}/s")
+        },
+        cfg.processor.commit_interval_ms,
+        cfg.processor.max_batch_records,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = rt.spawn(breakwater::run(cfg.clone(), None, async move {
+        let _ = stopped.await;
+    }));
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{prefix}-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let erp = cfg
+        .model
+        .system_by_name("erp")
+        .unwrap()
+        .propagation_topic
+        .clone();
+    reader.subscribe(&[&erp]).unwrap();
+
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+    let producer_thread = std::thread::spawn(move || {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        for i in 0..events {
+            if rate > 0 {
+                let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let sku = format!("SKU-{}", i % keys);
+            let key = format!("{sku}|DC-1");
+            let payload = serde_json::to_vec(&serde_json::json!({
+                "event_id": format!("b{i}"), "system": "wms", "type": "RECEIPT", "sku": sku,
+                "location": "DC-1", "measure": "on_hand", "mode": "DELTA", "quantity": 1,
+                "occurred_at": now_ms()
+            }))
+            .unwrap();
+            loop {
+                match p.send(BaseRecord::to(&wms).key(&key).payload(&payload)) {
+                    Ok(()) => break,
+                    Err((_, _)) => {
+                        p.poll(Duration::from_millis(5));
+                    }
+                }
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    });
+
+    // Every receipt changes on_hand, so each produces one propagation to the ERP.
+    let first = Instant::now();
+    let mut latencies = Vec::with_capacity(events);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while latencies.len() < events && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            let produced = v["root_cause"]["occurred_at"].as_i64().unwrap();
+            latencies.push(now_ms() - produced);
+        }
+    }
+    let elapsed = first.elapsed();
+    producer_thread.join().unwrap();
+    let _ = stop.send(());
+    let _ = rt.block_on(running);
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "processed: {} of {events} in {:.1} s = {:.0} events/s; latency produce -> committed \
+         propagation: p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(0)
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
