@@ -334,19 +334,6 @@ impl PartitionStore {
         self.db.write_opt(batch.wb, &wo).map_err(|e| self.rocks(e))
     }
 
-    /// Number of keys with state (an estimate from RocksDB's properties).
-    pub fn approximate_keys(&self) -> u64 {
-        self.cf(CF_STATE)
-            .ok()
-            .and_then(|cf| {
-                self.db
-                    .property_int_value_cf(cf, "rocksdb.estimate-num-keys")
-                    .ok()
-                    .flatten()
-            })
-            .unwrap_or(0)
-    }
-
     /// Every key and state, in key order (tests, replay tools).
     ///
     /// # Errors

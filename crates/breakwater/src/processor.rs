@@ -19,7 +19,6 @@
 //! new one, which is the crash-recovery path above.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1248,9 +1247,4 @@ fn decision_label(k: breakwater_core::DecisionKind) -> &'static str {
         Released => "RELEASED",
         Expired => "EXPIRED",
     }
-}
-
-/// The state directory of a partition.
-pub fn partition_dir(cfg: &Config, p: i32) -> PathBuf {
-    cfg.state.dir.join(format!("partition-{p}"))
 }
