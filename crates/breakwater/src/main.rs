@@ -67,6 +67,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Demo => report(runtime().and_then(|rt| {
@@ -143,6 +145,9 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // Handlers go in before anything slow, so a SIGTERM during start-up is a clean stop
+    // rather than the default action (death without a final commit).
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(m::HANDOFF_LATENCY.into()), m::LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(m::COMMIT_DURATION.into()), m::COMMIT_BUCKETS)?
@@ -150,28 +155,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     m::describe();
-    breakwater::run(cfg, Some(handle), shutdown_signal()).await?;
+    breakwater::run(cfg, Some(handle), shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on either signal.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

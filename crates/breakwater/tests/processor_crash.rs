@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use breakwater_store::PartitionStore;
 use common::processor::{
-    assert_exactly_once, changelog_states, config, config_text, expected, kill9, producer,
-    published, read_all, spawn_binary, terminate, wait_caught_up, wms_event,
+    assert_exactly_once, changelog_states, config, config_text, expected, free_port, kill9,
+    producer, published, read_all, spawn_binary, terminate, wait_caught_up, wait_ready,
+    with_http_port, wms_event,
 };
 use rdkafka::producer::{BaseRecord, Producer};
 
@@ -111,13 +112,25 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     publisher.join().unwrap();
     eprintln!("killed {kills} times");
 
-    // One last, clean run to the end of the log.
+    // One last, clean run to the end of the log: it must join and restore whatever the
+    // last killed run committed to Kafka but not to RocksDB, so wait for /ready before the
+    // offsets (which may already be at the end).
+    let port = free_port();
+    let path = write_config(dir.path(), &with_http_port(&text, port));
     let mut child = spawn_binary(&path, &log);
-    let (b, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
-    tokio::task::spawn_blocking(move || wait_caught_up(&b, &g, &[&t], Duration::from_secs(180)))
-        .await
-        .unwrap();
-    assert!(terminate(&mut child).success(), "clean exit on SIGTERM");
+    let (b, g, t, l) = (
+        bootstrap.clone(),
+        cfg.kafka.group_id.clone(),
+        wms.clone(),
+        log.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        wait_ready(port, &l, Duration::from_secs(120));
+        wait_caught_up(&b, &g, &[&t], Duration::from_secs(180));
+    })
+    .await
+    .unwrap();
+    terminate(&mut child, &log);
 
     let inputs = read_all(&bootstrap, &wms);
     assert_eq!(inputs.len(), 4000);
@@ -157,8 +170,9 @@ async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
     let dir = tempfile::tempdir().unwrap();
     // A dead member's partitions move after its session times out: keep that short here.
     let session = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
-    let mk = |name: &str| {
-        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name).replace(
+    let mk = |name: &str, port: u16| {
+        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name);
+        let text = with_http_port(&text, port).replace(
             "[kafka.librdkafka_options]\n",
             &format!("[kafka.librdkafka_options]\n{session}"),
         );
@@ -170,8 +184,14 @@ async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
             text,
         )
     };
-    let (path_a, log_a, text) = mk("a");
-    let (path_b, log_b, _) = mk("b");
+    let (port_a, port_b) = loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            break (a, b);
+        }
+    };
+    let (path_a, log_a, text) = mk("a", port_a);
+    let (path_b, log_b, _) = mk("b", port_b);
     let cfg = config(&text);
     breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
         .await
@@ -205,11 +225,16 @@ async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
     }
     publisher.join().unwrap();
     let (bs, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
-    tokio::task::spawn_blocking(move || wait_caught_up(&bs, &g, &[&t], Duration::from_secs(180)))
-        .await
-        .unwrap();
-    assert!(terminate(&mut a).success());
-    assert!(terminate(&mut b).success());
+    let (la, lb) = (log_a.clone(), log_b.clone());
+    tokio::task::spawn_blocking(move || {
+        wait_ready(port_a, &la, Duration::from_secs(120));
+        wait_ready(port_b, &lb, Duration::from_secs(120));
+        wait_caught_up(&bs, &g, &[&t], Duration::from_secs(180));
+    })
+    .await
+    .unwrap();
+    terminate(&mut a, &log_a);
+    terminate(&mut b, &log_b);
 
     // Both instances owned partitions at some point.
     for log in [&log_a, &log_b] {

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use breakwater_codec::records::{AlertRecord, PropagationRecord};
 use breakwater_core::scenario::{Scenario, ScenarioInput};
 use breakwater_core::{message_key, AlertKind};
-use common::processor::{config, config_text, producer, read_all, send_sync, wait_caught_up};
+use common::processor::{
+    config, config_text, free_port, http_get, producer, read_all, send_sync, wait_caught_up,
+    with_http_port,
+};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -33,28 +36,6 @@ fn scenario(name: &str) -> Scenario {
 }
 
 /// A plain HTTP/1.1 GET: (status, body).
-async fn get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    c.read_to_string(&mut buf).await.unwrap();
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), breakwater::service::RunError>>,
@@ -81,15 +62,10 @@ async fn the_article_story_end_to_end() {
     let bootstrap = common::bootstrap();
     let prefix = common::unique("e2e");
     let state = tempfile::tempdir().unwrap();
-    // A free port for the HTTP API.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = config_text(&bootstrap, &prefix, state.path(), "e2e-0").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
+    let port = free_port();
+    let text = with_http_port(
+        &config_text(&bootstrap, &prefix, state.path(), "e2e-0"),
+        port,
     );
     let cfg = config(&text);
     breakwater::topics::create_topics(&cfg, 3, 1).await.unwrap();
@@ -135,10 +111,10 @@ async fn the_article_story_end_to_end() {
     }
     assert!(restarted);
     // The operator's view while it runs: ready, and the committed authoritative numbers.
-    let (status, _) = get(port, "/ready").await;
+    let (status, _) = http_get(port, "/ready");
     assert_eq!(status, 200);
-    assert_eq!(get(port, "/health").await.0, 200);
-    let (status, body) = get(port, "/v1/availability/SKU-1247?location=DC-1").await;
+    assert_eq!(http_get(port, "/health").0, 200);
+    let (status, body) = http_get(port, "/v1/availability/SKU-1247?location=DC-1");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -152,9 +128,8 @@ async fn the_article_story_end_to_end() {
         (Some(450), Some(440), Some(5), Some(-5), Some(6)),
         "{body}"
     );
-    assert_eq!(get(port, "/v1/availability/NOPE").await.0, 404);
-    assert!(get(port, "/v1/cascade-map")
-        .await
+    assert_eq!(http_get(port, "/v1/availability/NOPE").0, 404);
+    assert!(http_get(port, "/v1/cascade-map")
         .1
         .contains("\"storefront\""));
     // The ERP drift and the phantom alert close with the last reports; nothing else is due.

@@ -441,21 +441,91 @@ pub fn kill9(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// SIGTERM, then wait for a clean exit.
-pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+/// SIGTERM, then wait for the exit; panics with the log's tail unless the exit is clean.
+pub fn terminate(child: &mut std::process::Child, log: &Path) {
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status();
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
-            return s;
+            break s;
         }
         if Instant::now() > deadline {
             kill9(child);
-            panic!("breakwater did not exit within 60 s of SIGTERM");
+            panic!(
+                "breakwater did not exit within 60 s of SIGTERM; log tail:\n{}",
+                log_tail(log, 40)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "breakwater exited with {status} on SIGTERM; log tail:\n{}",
+        log_tail(log, 40)
+    );
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A port that was free a moment ago, for a child's HTTP API.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `text` (from [`config_text`]) with its HTTP API on `port`.
+pub fn with_http_port(text: &str, port: u16) -> String {
+    text.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+}
+
+/// A blocking `GET` on 127.0.0.1: (status, body); status 0 when nothing answers.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let mut buf = String::new();
+    let sent = c.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    if sent.is_err() || c.read_to_string(&mut buf).is_err() {
+        return (0, String::new());
+    }
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until the instance serving HTTP on `port` answers `/ready` with 200 (it has joined
+/// the group and restored its partitions); panics with the log's tail after `timeout`.
+pub fn wait_ready(port: u16, log: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while http_get(port, "/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready within {timeout:?}; log tail:\n{}",
+            log_tail(log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
