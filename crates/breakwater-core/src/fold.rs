@@ -16,8 +16,8 @@ use crate::output::{
     RootCause,
 };
 use crate::state::{
-    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, View, HISTORY, RECENT_IDS,
-    SEQ_WINDOW,
+    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, RootIx, View, HISTORY,
+    RECENT_IDS, SEQ_WINDOW,
 };
 
 /// Quantities beyond this magnitude are rejected as impossible; it also keeps every sum far
@@ -333,7 +333,6 @@ fn apply_event(
         if let Some(value) = new_value {
             view.readings[measure.index()] = Some(Reading {
                 value,
-                event_id: v.id,
                 occurred_at: v.e.occurred_at,
                 at: now,
             });
@@ -400,7 +399,7 @@ fn check_action(st: &KeyState, v: &Valid<'_>, now: Millis, out: &mut Vec<Output>
                 measure: v.e.measure,
                 expected: to_i64(st.version),
                 observed: v.based_on.map_or(-1, to_i64),
-                root: c.root,
+                root: st.root(c.root),
                 origin: c.origin,
                 window_ms: 0,
                 diverged_at: c.at,
@@ -431,7 +430,7 @@ fn check_action(st: &KeyState, v: &Valid<'_>, now: Millis, out: &mut Vec<Output>
             measure: v.e.measure,
             expected: sellable,
             observed: v.e.quantity,
-            root: root.map_or(self_root(v), |c| c.root),
+            root: root.map_or(self_root(v), |c| st.root(c.root)),
             origin: root.map_or(v.system, |c| c.origin),
             window_ms: 0,
             diverged_at: root.map_or(now, |c| c.at),
@@ -523,9 +522,10 @@ fn commit_change(
     if st.history.len() == HISTORY {
         st.history.remove(0);
     }
+    let rix = st.intern(root);
     st.history.push(Change {
         version: st.version,
-        root,
+        root: rix,
         origin,
         at: now,
         values,
@@ -557,7 +557,7 @@ fn commit_change(
                     version: st.version,
                     since: now,
                     deadline,
-                    root,
+                    root: rix,
                     origin,
                     window_ms: route.window_ms,
                     alert: None,
@@ -566,7 +566,14 @@ fn commit_change(
         }
     }
     for vi in 0..st.views.len() {
-        evaluate_view(model, st, vi, Trigger::Change { root, origin }, now, out);
+        evaluate_view(
+            model,
+            st,
+            vi,
+            Trigger::Change { root: rix, origin },
+            now,
+            out,
+        );
     }
 }
 
@@ -575,8 +582,8 @@ fn commit_change(
 enum Trigger {
     /// The system itself published.
     Own(RootCause),
-    /// The authoritative state changed.
-    Change { root: RootCause, origin: SysId },
+    /// The authoritative state changed (root: index into the root table).
+    Change { root: RootIx, origin: SysId },
 }
 
 /// The value a system's reading of `m` is compared with. A storefront cannot show less than
@@ -660,7 +667,7 @@ fn evaluate_view(
                     resolve(st, vi, m, &d, expected, reading.value, now, out);
                 }
                 let (root, origin, window_ms) = match trigger {
-                    Trigger::Own(root) => (root, system, held_window),
+                    Trigger::Own(root) => (st.intern(root), system, held_window),
                     Trigger::Change { root, origin } => (
                         root,
                         origin,
@@ -698,7 +705,9 @@ fn evaluate_view(
                 out,
             ));
         }
-        st.views[vi].divergence[mi] = Some(d);
+        if current != Some(d) {
+            st.views[vi].divergence[mi] = Some(d);
+        }
     }
 }
 
@@ -721,7 +730,7 @@ fn open(
         measure: m,
         expected,
         observed,
-        root: d.root,
+        root: st.root(d.root),
         origin: d.origin,
         window_ms: d.window_ms,
         diverged_at: d.since,
@@ -756,7 +765,7 @@ fn resolve(
         measure: m,
         expected,
         observed,
-        root: d.root,
+        root: st.root(d.root),
         origin: d.origin,
         window_ms: d.window_ms,
         diverged_at: d.since,
@@ -779,6 +788,7 @@ fn acknowledge(
     let view = &mut st.views[vi];
     let acked = view.acked_version.map_or(version, |a| a.max(version));
     view.acked_version = Some(acked);
+    let system = view.system;
     let Some(p) = view.pending_ack else { return };
     if acked < p.version {
         return;
@@ -787,11 +797,11 @@ fn acknowledge(
         out.push(Output::Alert(Alert {
             kind: AlertKind::Resolved,
             resolves: Some(AlertKind::HandoffTimeout),
-            system: view.system,
+            system,
             measure: Measure::Available,
             expected: to_i64(p.version),
             observed: to_i64(acked),
-            root: p.root,
+            root: st.root(p.root),
             origin: p.origin,
             window_ms: p.window_ms,
             diverged_at: p.since,
@@ -802,8 +812,7 @@ fn acknowledge(
         }));
     }
     // Still behind a newer version: the oldest one it has not acknowledged is now pending.
-    let system = view.system;
-    view.pending_ack = st.history.iter().find(|c| c.version > acked).and_then(|c| {
+    st.views[vi].pending_ack = st.history.iter().find(|c| c.version > acked).and_then(|c| {
         let route = model.route(c.origin, system)?;
         Some(PendingAck {
             version: c.version,
@@ -879,7 +888,7 @@ fn fire_timers(model: &Model, st: &mut KeyState, now: Millis, out: &mut Vec<Outp
                     measure: Measure::Available,
                     expected: to_i64(p.version),
                     observed: st.views[vi].acked_version.map_or(-1, to_i64),
-                    root: p.root,
+                    root: st.root(p.root),
                     origin: p.origin,
                     window_ms: p.window_ms,
                     diverged_at: p.since,

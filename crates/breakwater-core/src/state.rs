@@ -3,6 +3,12 @@
 //! One `KeyState` is one value in the state store and one record on the changelog, so it is
 //! kept flat and bounded: fixed-size arrays per measure, short rings for history and duplicate
 //! detection, one `View` per system that has ever published for the key.
+//!
+//! Root causes carry a full event id (up to 64 bytes). History entries, divergences and
+//! pending acknowledgements refer to them by index into one small per-key table
+//! ([`KeyState::roots`]), so the fixed per-measure arrays stay small: the fold reads and
+//! writes every view on every authoritative change, and its speed is bounded by how many
+//! bytes that touches.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +23,12 @@ pub const HISTORY: usize = 8;
 /// Event ids (and reservation command ids) remembered per key for duplicate detection, on top
 /// of the per-system `source_seq` window.
 pub const RECENT_IDS: usize = 16;
+/// Root-cause table size below which a new root is appended rather than reusing the slot of
+/// one nothing refers to any more.
+pub const ROOTS_BEFORE_REUSE: usize = HISTORY;
+
+/// Index of a root cause in [`KeyState::roots`].
+pub type RootIx = u32;
 /// How far behind the newest `source_seq` of a system an event may arrive and still be told
 /// apart from a duplicate.
 pub const SEQ_WINDOW: u64 = 64;
@@ -44,6 +56,9 @@ pub struct KeyState {
     pub recent: Vec<u64>,
     /// Next slot to overwrite in `recent` once it is full.
     pub recent_next: u8,
+    /// The root causes `history`, divergences and pending acknowledgements refer to; a slot
+    /// nothing refers to is reused (see [`KeyState::intern`]).
+    pub roots: Vec<RootCause>,
 }
 
 /// One authoritative change.
@@ -51,8 +66,8 @@ pub struct KeyState {
 pub struct Change {
     /// The version it produced.
     pub version: u64,
-    /// Its root event.
-    pub root: RootCause,
+    /// Its root event (index into [`KeyState::roots`]).
+    pub root: RootIx,
     /// Where it entered the cascade.
     pub origin: SysId,
     /// Processing time.
@@ -66,9 +81,7 @@ pub struct Change {
 pub struct Reading {
     /// The system's value.
     pub value: i64,
-    /// The event that set it.
-    pub event_id: Id,
-    /// Its `occurred_at`.
+    /// `occurred_at` of the event that set it.
     pub occurred_at: Millis,
     /// When Breakwater processed it.
     pub at: Millis,
@@ -92,8 +105,8 @@ pub struct Divergence {
     pub since: Millis,
     /// When it becomes an alert if still open.
     pub deadline: Millis,
-    /// The event that started it.
-    pub root: RootCause,
+    /// The event that started it (index into [`KeyState::roots`]).
+    pub root: RootIx,
     /// Where that event entered the cascade.
     pub origin: SysId,
     /// +1: the system has more than the truth; -1: less.
@@ -113,8 +126,8 @@ pub struct PendingAck {
     pub since: Millis,
     /// When it must have been acknowledged.
     pub deadline: Millis,
-    /// Its root event.
-    pub root: RootCause,
+    /// Its root event (index into [`KeyState::roots`]).
+    pub root: RootIx,
     /// Where that event entered the cascade.
     pub origin: SysId,
     /// The window, in ms.
@@ -232,6 +245,99 @@ impl KeyState {
                     _ => None,
                 })
         })
+    }
+
+    /// The root cause at `ix`. An index outside the table (only possible in a state that was
+    /// not written by the fold; [`KeyState::check`] rejects those) yields an empty root rather
+    /// than a panic.
+    pub fn root(&self, ix: RootIx) -> RootCause {
+        usize::try_from(ix)
+            .ok()
+            .and_then(|i| self.roots.get(i))
+            .copied()
+            .unwrap_or(RootCause {
+                event_id: Id::EMPTY,
+                system: SysId(0),
+                cause: crate::output::Cause::Expiry,
+                occurred_at: 0,
+                version: 0,
+            })
+    }
+
+    /// The index of `root` in the root table, adding it if it is not there. A root that
+    /// produced a version is identified by that version (unique per key); one that produced
+    /// none by its event id and system. Once the table has [`ROOTS_BEFORE_REUSE`] entries, the
+    /// first slot nothing refers to is reused, so the table stays as small as the number of
+    /// distinct roots still referred to.
+    pub fn intern(&mut self, root: RootCause) -> RootIx {
+        let same = |r: &RootCause| {
+            r.version == root.version
+                && (root.version != 0
+                    || (r.event_id == root.event_id
+                        && r.system == root.system
+                        && r.cause == root.cause))
+        };
+        let slot = match self.roots.iter().position(same) {
+            Some(i) => i,
+            None => {
+                let free = if self.roots.len() >= ROOTS_BEFORE_REUSE {
+                    (0..self.roots.len()).find(|&i| !self.refers_to(i))
+                } else {
+                    None
+                };
+                match free {
+                    Some(i) => {
+                        self.roots[i] = root;
+                        i
+                    }
+                    None => {
+                        self.roots.push(root);
+                        self.roots.len() - 1
+                    }
+                }
+            }
+        };
+        // The table holds at most HISTORY + 6 per view live entries plus the reuse threshold:
+        // far below u32::MAX.
+        RootIx::try_from(slot).unwrap_or(RootIx::MAX)
+    }
+
+    /// Whether anything in the state refers to root slot `i`.
+    fn refers_to(&self, i: usize) -> bool {
+        let Ok(ix) = RootIx::try_from(i) else {
+            return true;
+        };
+        self.history.iter().any(|c| c.root == ix)
+            || self.views.iter().any(|v| {
+                v.divergence.iter().flatten().any(|d| d.root == ix)
+                    || v.pending_ack.is_some_and(|p| p.root == ix)
+            })
+    }
+
+    /// Checks the state's internal references (root indices), for states read from storage.
+    ///
+    /// # Errors
+    /// A description of the first dangling reference.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.roots.len();
+        let ok = |ix: RootIx| usize::try_from(ix).is_ok_and(|i| i < n);
+        let refs = self
+            .history
+            .iter()
+            .map(|c| c.root)
+            .chain(self.views.iter().flat_map(|v| {
+                v.divergence
+                    .iter()
+                    .flatten()
+                    .map(|d| d.root)
+                    .chain(v.pending_ack.iter().map(|p| p.root))
+            }));
+        for ix in refs {
+            if !ok(ix) {
+                return Err(format!("root index {ix} outside a table of {n}"));
+            }
+        }
+        Ok(())
     }
 
     /// The earliest time a timer is due: a divergence or acknowledgement deadline without an

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use breakwater_core::output::Alert;
 use breakwater_core::scenario::alert_id;
-use breakwater_core::state::RECENT_IDS;
+use breakwater_core::state::{HISTORY, RECENT_IDS, ROOTS_BEFORE_REUSE};
 use breakwater_core::{
     apply, AlertKind, CascadeConfig, CommandKind, DecisionKind, EventType, Input, InventoryEvent,
     KeyState, Measure, Mode, Model, Outcome, Output, ReservationCommand,
@@ -319,6 +319,20 @@ proptest! {
                 let _ = apply(&m, &mut st, Input::Event(e), *t, &mut buf);
             }
             prop_assert_eq!(st.reserved, st.holds.iter().map(|h| h.quantity).sum::<i64>());
+        }
+    }
+
+    #[test]
+    fn the_root_table_stays_consistent_and_bounded(ops in prop::collection::vec(op(), 1..150)) {
+        let m = model();
+        let inputs = materialise(&ops, 0);
+        let mut st = KeyState::default();
+        for i in 0..inputs.len() {
+            run(&m, &mut st, &inputs[i..=i]);
+            prop_assert_eq!(st.check(), Ok(()));
+            // A slot is only added when every other one is still referred to.
+            let live = HISTORY + 6 * st.views.len() + 1;
+            prop_assert!(st.roots.len() <= ROOTS_BEFORE_REUSE.max(live), "{} roots", st.roots.len());
         }
     }
 

@@ -30,7 +30,7 @@ const CF_META: &str = "meta";
 const META_KEY: &[u8] = b"meta";
 
 /// The first byte of every encoded state: bumped when the layout changes incompatibly.
-pub const STATE_FORMAT: u8 = 1;
+pub const STATE_FORMAT: u8 = 2;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +100,15 @@ pub fn encode_state(st: &KeyState) -> Vec<u8> {
 pub fn decode_state(bytes: &[u8]) -> Result<KeyState, StoreError> {
     match bytes.split_first() {
         Some((&STATE_FORMAT, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
+            let st: KeyState = postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
                 what: "state",
                 detail: e.to_string(),
-            })
+            })?;
+            st.check().map_err(|detail| StoreError::Corrupt {
+                what: "state",
+                detail,
+            })?;
+            Ok(st)
         }
         Some((v, _)) => Err(StoreError::Corrupt {
             what: "state",
@@ -353,7 +358,7 @@ impl PartitionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use breakwater_core::state::{Hold, View};
+    use breakwater_core::state::{Change, Hold, View};
     use breakwater_core::{Id, SysId};
 
     fn state(version: u64, expiry: Option<Millis>) -> KeyState {
@@ -441,6 +446,18 @@ mod tests {
         assert!(decode_state(&[STATE_FORMAT, 0xff, 0xff, 0xff]).is_err());
         let st = state(3, None);
         assert_eq!(decode_state(&encode_state(&st)).unwrap(), st);
+        // Well-formed bytes whose history points past the root table: corrupt, not a panic
+        // later in the fold.
+        let mut dangling = state(4, None);
+        dangling.history.push(Change {
+            version: 4,
+            root: 3,
+            origin: SysId::of("wms"),
+            at: 0,
+            values: [0; 5],
+        });
+        let err = decode_state(&encode_state(&dangling)).unwrap_err();
+        assert!(err.to_string().contains("root index 3"), "{err}");
     }
 
     #[test]
