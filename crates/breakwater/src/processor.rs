@@ -1030,6 +1030,8 @@ impl Engine {
     /// Opens, restores and starts the tasks of newly assigned partitions.
     fn open(&mut self, tpl: &TopicPartitionList) -> Result<(), ProcessorError> {
         let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // Not ready while restoring.
+        self.shared.ready.store(false, Ordering::SeqCst);
         for p in partitions {
             if self.tasks.contains_key(&p) {
                 continue;
@@ -1074,6 +1076,8 @@ impl Engine {
             self.close_partition(p);
         }
         metrics::gauge!(m::PARTITIONS).set(self.tasks.len() as f64);
+        // Between a revocation and the next assignment nothing is being served.
+        self.shared.ready.store(false, Ordering::SeqCst);
     }
 
     fn close_partition(&mut self, p: i32) {
