@@ -50,6 +50,9 @@ fn main() {
     let state = std::env::temp_dir().join(&prefix);
     let text = breakwater::demo::isolated_example(&bootstrap, &prefix, &state, "bench");
     let cfg = Config::from_toml(&text).unwrap();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(breakwater::topics::create_topics(&cfg, partitions, 1))
         .unwrap();
@@ -165,6 +168,34 @@ fn main() {
             latencies.last().copied().unwrap_or(0)
         );
     }
+    // The processor's own view: how long a commit (one Kafka transaction and one RocksDB
+    // batch) takes and how many input records it carries.
+    let text = metrics.render();
+    let summary = |name: &str| {
+        let get = |suffix: &str| {
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .find_map(|l| l.strip_prefix(&format!("{name}{suffix} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let q = |quantile: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}{{quantile=\"{quantile}\"}} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let (sum, count) = (get("_sum").unwrap_or(0.0), get("_count").unwrap_or(0.0));
+        (count, sum / count.max(1.0), q("0.5"), q("0.99"))
+    };
+    let (commits, mean, p50, p99) = summary(breakwater::metrics::COMMIT_DURATION);
+    let (_, records, _, _) = summary(breakwater::metrics::COMMIT_RECORDS);
+    println!(
+        "commits: {commits:.0}, duration mean {:.1} ms, p50 {:.1} ms, p99 {:.1} ms; \
+         {records:.0} input records per commit on average",
+        mean * 1e3,
+        p50 * 1e3,
+        p99 * 1e3
+    );
     let _ = std::fs::remove_dir_all(&state);
 }
 

@@ -143,16 +143,6 @@ enum TopicKind {
     Ticks,
 }
 
-/// An encoded output waiting for the next transaction.
-struct OutRecord {
-    topic: String,
-    partition: i32,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    timestamp: Millis,
-    headers: Option<OwnedHeaders>,
-}
-
 struct Entry {
     state: KeyState,
     /// The timer index entry RocksDB holds for this key.
@@ -242,7 +232,9 @@ struct Engine {
     producer: BaseProducer<DeliveryContext>,
     topics: HashMap<String, TopicKind>,
     tasks: BTreeMap<i32, Task>,
-    pending: Vec<OutRecord>,
+    /// A transaction is open: outputs are sent into it as they are produced, so the network
+    /// work overlaps processing and the commit only flushes, adds the offsets and ends it.
+    in_txn: bool,
     batch_records: usize,
     out: Vec<Output>,
     shared: Arc<Shared>,
@@ -379,7 +371,7 @@ fn run_once(
         producer,
         topics: topics.clone(),
         tasks: BTreeMap::new(),
-        pending: Vec::new(),
+        in_txn: false,
         batch_records: 0,
         out: Vec::with_capacity(64),
         shared: Arc::clone(shared),
@@ -436,8 +428,7 @@ fn run_once(
         if e.batch_records >= cfg.processor.max_batch_records
             || last_commit.elapsed() >= commit_every
         {
-            e.tick_idle(tick_every);
-            if let Err(err) = e.commit(&consumer) {
+            if let Err(err) = e.tick_idle(tick_every).and_then(|()| e.commit(&consumer)) {
                 break Err(err);
             }
             last_commit = Instant::now();
@@ -723,7 +714,7 @@ impl Engine {
         }
     }
 
-    /// Encodes the fold's outputs into the pending batch.
+    /// Encodes the fold's outputs and sends them into the open transaction.
     fn emit(
         &mut self,
         partition: i32,
@@ -774,14 +765,15 @@ impl Engine {
                     continue;
                 }
             };
-            self.pending.push(OutRecord {
-                topic,
-                partition,
-                key: key.as_bytes().to_vec(),
-                payload,
-                timestamp: now,
-                headers: None,
-            });
+            self.begin()?;
+            send(
+                &self.producer,
+                BaseRecord::to(&topic)
+                    .partition(partition)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice())
+                    .timestamp(now),
+            )?;
         }
         self.out = outs;
         self.out.clear();
@@ -860,43 +852,65 @@ impl Engine {
                 });
             }
         }
-        self.pending.push(OutRecord {
-            topic: self.cfg.topics.dead_letter.clone(),
-            partition: msg.partition(),
-            key: msg.key().unwrap_or_default().to_vec(),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-            timestamp: ts.unwrap_or_else(wall_ms),
-            headers: Some(headers),
-        });
-        Ok(())
+        self.begin()?;
+        send(
+            &self.producer,
+            BaseRecord::to(&self.cfg.topics.dead_letter)
+                .partition(msg.partition())
+                .key(msg.key().unwrap_or_default())
+                .payload(msg.payload().unwrap_or_default())
+                .timestamp(ts.unwrap_or_else(wall_ms))
+                .headers(headers),
+        )
     }
 
-    /// Queues a clock tick for every partition that has had no input for `every`, so its
+    /// Sends a clock tick for every partition that has had no input for `every`, so its
     /// timers fire on time. The tick is an input like any other: replay sees it too.
-    fn tick_idle(&mut self, every: Duration) {
+    fn tick_idle(&mut self, every: Duration) -> Result<(), ProcessorError> {
         let now = wall_ms();
-        for (p, task) in &mut self.tasks {
-            if task.last_input.elapsed() >= every && task.last_tick.elapsed() >= every {
-                task.last_tick = Instant::now();
-                self.pending.push(OutRecord {
-                    topic: self.cfg.topics.ticks.clone(),
-                    partition: *p,
-                    key: b"tick".to_vec(),
-                    payload: b"tick".to_vec(),
-                    timestamp: now,
-                    headers: None,
-                });
-            }
+        let idle: Vec<i32> = self
+            .tasks
+            .iter_mut()
+            .filter(|(_, t)| t.last_input.elapsed() >= every && t.last_tick.elapsed() >= every)
+            .map(|(p, t)| {
+                t.last_tick = Instant::now();
+                *p
+            })
+            .collect();
+        for p in idle {
+            self.begin()?;
+            send(
+                &self.producer,
+                BaseRecord::to(&self.cfg.topics.ticks)
+                    .partition(p)
+                    .key(&b"tick"[..])
+                    .payload(&b"tick"[..])
+                    .timestamp(now),
+            )?;
+        }
+        for (p, task) in &self.tasks {
             metrics::gauge!(m::STREAM_LAG, "partition" => p.to_string())
                 .set((now - task.meta.stream_time) as f64 / 1000.0);
         }
+        Ok(())
+    }
+
+    /// Opens a transaction if none is open.
+    fn begin(&mut self) -> Result<(), ProcessorError> {
+        if !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(kafka("begin_transaction"))?;
+            self.in_txn = true;
+        }
+        Ok(())
     }
 
     /// Commits everything since the last commit: one Kafka transaction, then one RocksDB
     /// batch per task.
     fn commit(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), ProcessorError> {
         let has_positions = self.tasks.values().any(|t| !t.positions.is_empty());
-        if self.pending.is_empty() && !has_positions {
+        if !self.in_txn && !has_positions {
             return Ok(());
         }
         let started = Instant::now();
@@ -904,7 +918,10 @@ impl Engine {
         let result = self.commit_kafka(consumer, timeout);
         if let Err(e) = result {
             metrics::counter!(m::COMMITS, "outcome" => "aborted").increment(1);
-            let _ = self.producer.abort_transaction(timeout);
+            if self.in_txn {
+                let _ = self.producer.abort_transaction(timeout);
+                self.in_txn = false;
+            }
             return Err(e);
         }
         let delivered: HashMap<i32, i64> =
@@ -953,21 +970,7 @@ impl Engine {
         consumer: &BaseConsumer<ConsumerCtx>,
         timeout: Duration,
     ) -> Result<(), ProcessorError> {
-        self.producer
-            .begin_transaction()
-            .map_err(kafka("begin_transaction"))?;
-        let pending = std::mem::take(&mut self.pending);
-        for r in &pending {
-            let mut rec = BaseRecord::to(&r.topic)
-                .partition(r.partition)
-                .key(r.key.as_slice())
-                .payload(r.payload.as_slice())
-                .timestamp(r.timestamp);
-            if let Some(h) = &r.headers {
-                rec = rec.headers(h.clone());
-            }
-            send(&self.producer, rec)?;
-        }
+        self.begin()?;
         // One changelog record per changed key, and the stream time when it moved.
         let changelog = self.cfg.topics.changelog.clone();
         let mut stream_times = Vec::new();
@@ -997,7 +1000,7 @@ impl Engine {
                     .payload(&t[..]),
             )?;
         }
-        self.producer.flush(timeout).map_err(kafka("flush"))?;
+        flush(&self.producer, timeout)?;
         if let Some(e) = lock(&self.producer.context().failed).take() {
             return Err(ProcessorError::Kafka {
                 op: "deliver",
@@ -1024,6 +1027,7 @@ impl Engine {
         self.producer
             .commit_transaction(timeout)
             .map_err(kafka("commit_transaction"))?;
+        self.in_txn = false;
         Ok(())
     }
 
@@ -1094,6 +1098,30 @@ fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 /// Sends with back-pressure: when librdkafka's queue is full, serve delivery reports and try
 /// again.
+/// Waits until every record sent so far is acknowledged and its delivery report handled.
+///
+/// rust-rdkafka's own `flush` polls in 100 ms slices and sits out the whole slice even when
+/// the last acknowledgement arrives at once, which added 100 ms to every commit; this polls in
+/// 1 ms slices.
+fn flush(
+    producer: &BaseProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), ProcessorError> {
+    let deadline = Instant::now() + timeout;
+    // A flush with no time to wait still sends whatever is lingering at once.
+    let _ = producer.flush(Duration::ZERO);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(ProcessorError::Kafka {
+                op: "flush",
+                source: KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut),
+            });
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 fn send(
     producer: &BaseProducer<DeliveryContext>,
     mut rec: BaseRecord<'_, [u8], [u8]>,
