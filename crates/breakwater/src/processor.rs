@@ -1096,8 +1096,6 @@ fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sends with back-pressure: when librdkafka's queue is full, serve delivery reports and try
-/// again.
 /// Waits until every record sent so far is acknowledged and its delivery report handled.
 ///
 /// rust-rdkafka's own `flush` polls in 100 ms slices and sits out the whole slice even when
@@ -1122,6 +1120,8 @@ fn flush(
     Ok(())
 }
 
+/// Sends with back-pressure: when librdkafka's queue is full, serve delivery reports and try
+/// again.
 fn send(
     producer: &BaseProducer<DeliveryContext>,
     mut rec: BaseRecord<'_, [u8], [u8]>,
