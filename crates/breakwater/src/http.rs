@@ -9,7 +9,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use breakwater_core::{message_key, Measure, Model};
+use breakwater_core::output::Snapshot;
+use breakwater_core::{message_key, Model};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
@@ -85,18 +86,10 @@ pub struct Availability {
     pub partition: i32,
     /// Authoritative version.
     pub version: u64,
-    /// Physical units.
-    pub on_hand: i64,
-    /// Units assigned to picks.
-    pub allocated: i64,
-    /// Units promised to orders.
-    pub committed: i64,
-    /// Units held back.
-    pub safety_stock: i64,
-    /// `on_hand - allocated - committed - safety_stock`.
-    pub available: i64,
-    /// Units held by active reservations.
-    pub reserved: i64,
+    /// The authoritative numbers: `on_hand`, `allocated`, `committed`, `safety_stock`,
+    /// `available` and `reserved`.
+    #[serde(flatten)]
+    pub numbers: Snapshot,
     /// What a new reservation may take: `available - reserved`.
     pub sellable: i64,
 }
@@ -116,18 +109,12 @@ async fn availability(
     for (partition, store) in stores {
         match store.get(key.as_bytes()) {
             Ok(Some(st)) => {
-                let snap = st.snapshot();
                 return Json(Availability {
                     sku,
                     location: q.location,
                     partition,
                     version: st.version,
-                    on_hand: snap.on_hand,
-                    allocated: snap.allocated,
-                    committed: snap.committed,
-                    safety_stock: snap.safety_stock,
-                    available: st.value(Measure::Available),
-                    reserved: st.reserved,
+                    numbers: st.snapshot(),
                     sellable: st.sellable(),
                 })
                 .into_response();
