@@ -160,6 +160,7 @@ async fn a_record_on_another_schema_version_resolves_with_defaults() {
     let expected = InventoryEvent {
         po_ref: None,
         shipment_ref: None,
+        line_ref: None,
         ..samples::receipt()
     };
     assert_eq!(

@@ -62,6 +62,7 @@ fn event(id: usize, system: &str, t: EventType, m: Measure, mode: Mode, q: i64) 
         order_ref: None,
         po_ref: None,
         shipment_ref: None,
+        line_ref: None,
     }
 }
 
@@ -144,6 +145,8 @@ fn generate(seed: u64, first_id: usize) -> Vec<(usize, Inp)> {
                         channel: "web".into(),
                         ttl_ms: Some(600_000),
                         issued_at: 0,
+                        order_ref: None,
+                        line_ref: None,
                     })
                 }
                 _ => Inp::T,

@@ -151,9 +151,15 @@ pub struct InventoryEvent {
     /// Correlates events of one business flow.
     #[serde(default)]
     pub correlation_id: Option<String>,
-    /// The order this event belongs to.
+    /// The order this event belongs to. With `line_ref` it identifies one order line: the
+    /// fold keeps the line's commitment and allocation, so fulfilment relieves them and the same
+    /// order reported by several systems counts once.
     #[serde(default)]
     pub order_ref: Option<String>,
+    /// The line within `order_ref` (empty or absent: the order has one line per SKU and
+    /// location).
+    #[serde(default)]
+    pub line_ref: Option<String>,
     /// The purchase order this event belongs to.
     #[serde(default)]
     pub po_ref: Option<String>,
@@ -199,6 +205,14 @@ pub struct ReservationCommand {
     pub ttl_ms: Option<i64>,
     /// When the command was issued.
     pub issued_at: Millis,
+    /// COMMIT: the order line the committed units belong to, so that its fulfilment relieves
+    /// them and the channel's own ORDER_PLACED for it is not counted again. Defaults to the
+    /// reservation id.
+    #[serde(default)]
+    pub order_ref: Option<String>,
+    /// COMMIT: the line within `order_ref`.
+    #[serde(default)]
+    pub line_ref: Option<String>,
 }
 
 /// Whether an event type counts stock or acts on it.

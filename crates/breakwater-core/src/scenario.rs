@@ -90,6 +90,8 @@ pub struct ScenarioEvent {
     pub reason: Option<String>,
     #[serde(default)]
     pub order_ref: Option<String>,
+    #[serde(default)]
+    pub line_ref: Option<String>,
 }
 
 /// A reservation command with times relative to the scenario start.
@@ -108,6 +110,10 @@ pub struct ScenarioCommand {
     pub channel: String,
     #[serde(default)]
     pub ttl_secs: Option<i64>,
+    #[serde(default)]
+    pub order_ref: Option<String>,
+    #[serde(default)]
+    pub line_ref: Option<String>,
 }
 
 /// An alert the story must produce. Fields left out are not compared.
@@ -231,6 +237,7 @@ impl Scenario {
                         order_ref: e.order_ref.clone(),
                         po_ref: None,
                         shipment_ref: None,
+                        line_ref: e.line_ref.clone(),
                     })
                 });
                 let cmd = s.command.as_ref().map(|c| {
@@ -244,6 +251,8 @@ impl Scenario {
                         channel: c.channel.clone(),
                         ttl_ms: c.ttl_secs.map(|t| t.saturating_mul(1000)),
                         issued_at: now,
+                        order_ref: c.order_ref.clone(),
+                        line_ref: c.line_ref.clone(),
                     })
                 });
                 ev.into_iter().chain(cmd).map(move |i| (now, i))

@@ -151,6 +151,7 @@ fn materialise(ops: &[Op], st_version_hint: u64) -> Vec<(i64, In)> {
             order_ref: None,
             po_ref: None,
             shipment_ref: None,
+            line_ref: None,
         }
     };
     for (i, o) in ops.iter().enumerate() {
@@ -165,6 +166,8 @@ fn materialise(ops: &[Op], st_version_hint: u64) -> Vec<(i64, In)> {
             channel: "web".into(),
             ttl_ms: Some(ttl * 1000),
             issued_at: t,
+            order_ref: None,
+            line_ref: None,
         };
         match *o {
             Op::Count {
@@ -381,6 +384,7 @@ proptest! {
                     order_ref: None,
                     po_ref: None,
                     shipment_ref: None,
+                    line_ref: None,
                 };
                 e.based_on_version = Some(st.version as i64);
                 converge.push((t, In::E(e)));

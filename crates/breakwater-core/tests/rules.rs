@@ -87,6 +87,7 @@ fn ev(system: &str, t: EventType, m: Measure, mode: Mode, q: i64) -> InventoryEv
         order_ref: None,
         po_ref: None,
         shipment_ref: None,
+        line_ref: None,
     }
 }
 
@@ -101,6 +102,8 @@ fn cmd(kind: CommandKind, id: &str, q: i64, ttl_secs: i64) -> ReservationCommand
         channel: "storefront".into(),
         ttl_ms: Some(ttl_secs * 1000),
         issued_at: 0,
+        order_ref: None,
+        line_ref: None,
     }
 }
 

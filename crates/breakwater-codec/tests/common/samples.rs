@@ -32,6 +32,7 @@ pub fn receipt() -> InventoryEvent {
         order_ref: None,
         po_ref: Some("PO-4471".into()),
         shipment_ref: Some("ASN-88120".into()),
+        line_ref: None,
     }
 }
 
@@ -56,6 +57,7 @@ pub fn stale_order() -> InventoryEvent {
         order_ref: Some("WEB-1001".into()),
         po_ref: None,
         shipment_ref: None,
+        line_ref: None,
     }
 }
 
@@ -71,6 +73,8 @@ pub fn reserve() -> ReservationCommand {
         channel: "storefront".into(),
         ttl_ms: Some(900_000),
         issued_at: T0 + 60_000,
+        order_ref: None,
+        line_ref: None,
     }
 }
 
