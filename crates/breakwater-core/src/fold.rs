@@ -9,15 +9,15 @@ use crate::event::{
     type_rule, CommandKind, EventClass, EventType, InventoryEvent, Measure, Millis, Mode,
     ReservationCommand, Sign,
 };
-use crate::id::{fingerprint, Id, IdTooLong};
-use crate::model::{Authority, Model, Route, SysId};
+use crate::id::{fingerprint, fingerprint_parts, Id, IdTooLong};
+use crate::model::{Authority, Model, NegativeStock, Route, SysId};
 use crate::output::{
-    Alert, AlertKind, Cause, Converged, Decision, DecisionKind, Output, Propagation, RejectReason,
-    RootCause,
+    ActionCheck, ActionOutcome, Alert, AlertKind, Cause, Converged, Decision, DecisionKind, Output,
+    Propagation, RejectReason, RootCause,
 };
 use crate::state::{
-    Change, Divergence, Hold, KeyState, OpenAlert, PendingAck, Reading, RootIx, View, HISTORY,
-    RECENT_IDS, SEQ_WINDOW,
+    Answer, Change, Divergence, Hold, KeyState, OpenAlert, OrderLine, PendingAck, Reading, RootIx,
+    Seen, View, HISTORY, HISTORY_MAX, LINES_MAX, SEEN_MAX, SEQ_WINDOW,
 };
 
 /// Quantities beyond this magnitude are rejected as impossible; it also keeps every sum far
@@ -161,6 +161,8 @@ struct Valid<'a> {
     class: EventClass,
     seq: Option<u64>,
     based_on: Option<u64>,
+    /// The order line it names: a fingerprint of `order_ref` and `line_ref`.
+    line: Option<u64>,
 }
 
 /// Checks an event against the config and the type table without touching any state.
@@ -221,15 +223,29 @@ pub fn validate<'a>(model: &Model, e: &'a InventoryEvent) -> Result<ValidEvent<'
                     mode: e.mode,
                 });
             }
-            // A storefront may show a negative availability; no physical or bookkeeping
-            // quantity can be negative.
-            if e.quantity < 0 && e.measure != Measure::Available {
-                return Err(impossible("a stored measure cannot be negative"));
+            // A storefront may show a negative availability, and a POS's book stock may be
+            // negative if the retailer says so; no count and no other bookkeeping quantity
+            // can be.
+            let negative_ok = e.measure == Measure::Available
+                || (e.measure == Measure::OnHand
+                    && e.event_type != EventType::CycleCount
+                    && model.rules().negative_on_hand == NegativeStock::Accept);
+            if e.quantity < 0 && !negative_ok {
+                return Err(impossible(if e.measure == Measure::OnHand {
+                    "on_hand cannot be negative (a count, or rules.negative_on_hand = \"dead_letter\")"
+                } else {
+                    "a stored measure cannot be negative"
+                }));
             }
         }
     }
     let seq = opt_non_negative(e.source_seq, "source_seq")?;
     let based_on = opt_non_negative(e.based_on_version, "based_on_version")?;
+    let line = e
+        .order_ref
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .map(|o| line_id(o, e.line_ref.as_deref()));
     Ok(ValidEvent(Valid {
         e,
         system,
@@ -237,7 +253,13 @@ pub fn validate<'a>(model: &Model, e: &'a InventoryEvent) -> Result<ValidEvent<'
         class: rule.class,
         seq,
         based_on,
+        line,
     }))
+}
+
+/// The identity of an order line: `order_ref` and `line_ref` (absent and empty are the same).
+pub fn line_id(order_ref: &str, line_ref: Option<&str>) -> u64 {
+    fingerprint_parts(&[order_ref, line_ref.unwrap_or("")])
 }
 
 /// An event [`validate`] accepted.
@@ -260,8 +282,10 @@ fn apply_event(
     out: &mut Vec<Output>,
 ) -> Result<Outcome, Rejection> {
     let ValidEvent(v) = validate(model, e)?;
+    st.class = model.key_class(&e.sku, &e.location);
+    let horizon = horizon_start(model, now);
     let fp = v.id.fingerprint();
-    if st.recent.contains(&fp) {
+    if was_seen(st, fp, horizon) {
         return Ok(Outcome::Duplicate);
     }
     let vi = view_index(st, v.system);
@@ -287,7 +311,7 @@ fn apply_event(
         }
         mark_seq(view, seq);
     }
-    remember(st, fp);
+    remember(st, fp, now, horizon);
     if superseded {
         st.views[vi].last_seen = now;
         return Ok(Outcome::Superseded);
@@ -302,13 +326,8 @@ fn apply_event(
         version: 0,
     };
 
-    // Checkpoint at the handoff: an action on stale data is flagged, never silently accepted.
-    if v.class == EventClass::Consuming {
-        check_action(st, &v, now, out);
-    }
-
-    // The system's own view.
-    let authority = model.authority(measure);
+    let authority = model.authority(st.class, measure);
+    let is_system_authority = authority == Authority::System(v.system);
     let is_authority = measure != Measure::Available
         && match authority {
             Authority::System(s) => s == v.system,
@@ -316,19 +335,37 @@ fn apply_event(
             // from a system remain that system's view.
             Authority::Ledger => v.class != EventClass::Count,
         };
+    // What the event does to its order line, if it names one and speaks with authority.
+    let plan = match v.line {
+        Some(id) if is_authority && v.e.mode == Mode::Delta => {
+            plan_line(model, st, &v, id, horizon, now)
+        }
+        _ => None,
+    };
+    let repeat = plan.as_ref().is_some_and(|p| p.repeat);
+
+    // Checkpoint at the handoff: an action on stale data is flagged, never silently accepted.
+    // An order already counted (reported again by another system) was checked the first time.
+    if v.class == EventClass::Consuming && !repeat {
+        let consumption = plan.as_ref().map_or(v.e.quantity, |p| p.consumption);
+        check_action(st, &v, consumption, now, out);
+    }
+
+    // The system's own view. Actions by a system that is not the measure's authority are not
+    // readings: a storefront's order is not its statement of the key's commitments.
     let old_reading = st.views[vi].readings[measure.index()];
-    let base = match (old_reading, is_authority) {
-        (Some(r), _) => Some(r.value),
-        // An authority's first delta builds on the authoritative value it maintains.
-        (None, true) if st.is_known(measure) => Some(st.value(measure)),
-        (None, true) => Some(0),
-        (None, false) => None,
-    };
-    let new_value = match v.e.mode {
-        Mode::Absolute => Some(v.e.quantity),
-        Mode::Delta => base.map(|b| b.saturating_add(v.e.quantity)),
-    };
-    {
+    if v.class == EventClass::Count || is_system_authority {
+        let base = match (old_reading, is_authority) {
+            (Some(r), _) => Some(r.value),
+            // An authority's first delta builds on the authoritative value it maintains.
+            (None, true) if st.is_known(measure) => Some(st.value(measure)),
+            (None, true) => Some(0),
+            (None, false) => None,
+        };
+        let new_value = match v.e.mode {
+            Mode::Absolute => Some(v.e.quantity),
+            Mode::Delta => base.map(|b| b.saturating_add(v.e.quantity)),
+        };
         let view = &mut st.views[vi];
         if let Some(value) = new_value {
             view.readings[measure.index()] = Some(Reading {
@@ -342,19 +379,42 @@ fn apply_event(
                 view.abs_seq[measure.index()] = view.abs_seq[measure.index()].max(seq);
             }
         }
-        view.last_seen = now;
     }
+    st.views[vi].last_seen = now;
+    let new_reading = st.views[vi].readings[measure.index()];
+    let basis = Basis {
+        version: v.based_on,
+        as_of: v.e.data_as_of,
+    };
+    let own = Trigger::Own {
+        root,
+        measure,
+        basis,
+    };
 
     if is_authority {
         let i = measure.index();
-        let old = st.auth[i];
-        let new = match v.e.mode {
-            Mode::Absolute => v.e.quantity,
-            Mode::Delta => old.saturating_add(v.e.quantity),
-        };
-        if new != old || !st.is_known(measure) {
-            st.auth[i] = new;
+        let before = st.auth;
+        let was_known = st.known;
+        if !repeat {
+            let own_delta = plan.as_ref().map_or(v.e.quantity, |p| p.own);
+            st.auth[i] = match v.e.mode {
+                Mode::Absolute => v.e.quantity,
+                Mode::Delta => st.auth[i].saturating_add(own_delta),
+            };
             st.known |= 1 << i;
+        }
+        if let Some(p) = plan {
+            for m in Measure::STORED {
+                let d = p.extra[m.index()];
+                if d != 0 {
+                    st.auth[m.index()] = st.auth[m.index()].saturating_add(d);
+                    st.known |= 1 << m.index();
+                }
+            }
+            store_line(st, p.ix, p.line, now);
+        }
+        if st.auth != before || st.known != was_known {
             let origin = match authority {
                 Authority::System(s) => s,
                 Authority::Ledger => SysId::ledger(),
@@ -364,14 +424,14 @@ fn apply_event(
             let exclude = (origin == v.system).then_some(v.system);
             commit_change(model, st, root, origin, exclude, now, out);
         } else {
-            evaluate_view(model, st, vi, Trigger::Own(root), now, out);
+            evaluate_view(model, st, vi, own, now, out);
         }
     } else {
-        let changed = new_value.is_some() && new_value != old_reading.map(|r| r.value);
+        let changed = new_reading.is_some() && new_reading != old_reading;
         if changed && v.class == EventClass::Count {
             check_unpropagated(model, st, vi, measure, root, now, out);
         }
-        evaluate_view(model, st, vi, Trigger::Own(root), now, out);
+        evaluate_view(model, st, vi, own, now, out);
     }
 
     if let Some(version) = v.based_on {
@@ -380,18 +440,211 @@ fn apply_event(
     Ok(Outcome::Applied)
 }
 
-/// STALE_ACTION and OVERSELL for an allocation or order, judged against the state the action
-/// should have seen (before applying it).
-fn check_action(st: &KeyState, v: &Valid<'_>, now: Millis, out: &mut Vec<Output>) {
-    let stale_by_version = v.based_on.is_some_and(|b| b < st.version);
-    let stale_by_time = v.e.data_as_of.is_some_and(|t| t < st.changed_at);
-    if stale_by_version || stale_by_time {
-        // The root is the first change the actor missed.
-        let missed = st.history.iter().find(|c| match v.based_on {
-            Some(b) => c.version > b,
-            None => v.e.data_as_of.is_some_and(|t| c.at > t),
-        });
-        if let Some(c) = missed.or(st.history.last()) {
+/// What an authoritative event that names an order line does to it and to the buckets.
+struct LinePlan {
+    /// The line's index in `KeyState::lines`, or `None` for a new line.
+    ix: Option<usize>,
+    /// The line after the event.
+    line: OrderLine,
+    /// The change to the event's own measure (replaces its quantity).
+    own: i64,
+    /// Changes to the other stored measures (`Measure::ALL` order).
+    extra: [i64; 5],
+    /// Units of availability the action takes that were not already promised to this line.
+    consumption: i64,
+    /// The line was already counted (the same order from another system): no change at all.
+    repeat: bool,
+}
+
+/// Plans the effect of `v` on order line `id`. Commitments live in the ledger, so they are
+/// only moved when the ledger is `committed`'s authority; allocations are moved only by the
+/// allocated authority.
+fn plan_line(
+    model: &Model,
+    st: &KeyState,
+    v: &Valid<'_>,
+    id: u64,
+    horizon: Millis,
+    now: Millis,
+) -> Option<LinePlan> {
+    let ledger_commits = model.authority(st.class, Measure::Committed) == Authority::Ledger;
+    let allocates =
+        model.authority(st.class, Measure::Allocated) == Authority::System(v.system);
+    let ix = st
+        .lines
+        .iter()
+        .position(|l| l.id == id && l.closed_at.is_none_or(|c| c >= horizon));
+    let mut line = ix.map_or(
+        OrderLine {
+            id,
+            committed: 0,
+            allocated: 0,
+            shipped: 0,
+            cancelled: false,
+            opened_at: now,
+            closed_at: None,
+        },
+        |i| st.lines[i],
+    );
+    let q = v.e.quantity.saturating_abs();
+    let mut plan = LinePlan {
+        ix,
+        line,
+        own: v.e.quantity,
+        extra: [0; 5],
+        consumption: q,
+        repeat: false,
+    };
+    let ci = Measure::Committed.index();
+    let ai = Measure::Allocated.index();
+    match (v.e.event_type, v.e.measure) {
+        (EventType::OrderPlaced, Measure::Committed) if ledger_commits => {
+            if ix.is_some() {
+                // The same order line from another system (or after its COMMIT): counted once.
+                plan.repeat = true;
+                return Some(plan);
+            }
+            line.committed = q;
+        }
+        (EventType::OrderCancelled, Measure::Committed) if ledger_commits => {
+            if line.cancelled {
+                plan.repeat = true;
+                return Some(plan);
+            }
+            // Release what is still promised to the line, not more: units already allocated
+            // or shipped are released by the WMS's own deallocation or a return.
+            let r = q.min(line.committed);
+            line.committed -= r;
+            line.cancelled = true;
+            plan.own = -r;
+        }
+        (EventType::Allocation, Measure::Allocated) if allocates => {
+            let r = if ledger_commits { q.min(line.committed) } else { 0 };
+            line.committed -= r;
+            line.allocated = line.allocated.saturating_add(q);
+            plan.extra[ci] = -r;
+            plan.consumption = q - r;
+        }
+        (EventType::Deallocation, Measure::Allocated) if allocates => {
+            let d = q.min(line.allocated);
+            line.allocated -= d;
+            if !line.cancelled && ledger_commits {
+                // Still ordered: the units go back to being promised.
+                line.committed = line.committed.saturating_add(d);
+                plan.extra[ci] = d;
+            }
+        }
+        (EventType::Pick | EventType::Ship, Measure::OnHand) => {
+            if ix.is_none() {
+                return None;
+            }
+            let a = if allocates { q.min(line.allocated) } else { 0 };
+            line.allocated -= a;
+            plan.extra[ai] = -a;
+            let r = if ledger_commits {
+                (q - a).min(line.committed)
+            } else {
+                0
+            };
+            line.committed -= r;
+            plan.extra[ci] = -r;
+            line.shipped = line.shipped.saturating_add(q);
+        }
+        (EventType::Pick | EventType::Ship, Measure::Allocated) => {
+            if ix.is_none() {
+                return None;
+            }
+            line.allocated -= q.min(line.allocated);
+        }
+        _ => return None,
+    }
+    plan.line = line;
+    Some(plan)
+}
+
+/// Writes `line` back (or adds it), closing it when nothing is outstanding.
+fn store_line(st: &mut KeyState, ix: Option<usize>, mut line: OrderLine, now: Millis) {
+    if line.closed_at.is_none() && line.is_done() {
+        line.closed_at = Some(now);
+    }
+    match ix {
+        Some(i) => st.lines[i] = line,
+        None => {
+            if st.lines.len() >= LINES_MAX {
+                // Forget the oldest closed line, else the oldest line.
+                let i = st
+                    .lines
+                    .iter()
+                    .position(|l| l.closed_at.is_some())
+                    .unwrap_or(0);
+                st.lines.remove(i);
+            }
+            st.lines.push(line);
+        }
+    }
+}
+
+/// STALE_ACTION and OVERSELL for an allocation or order taking `consumption` units it had not
+/// already been promised, judged against the state the action should have seen (before
+/// applying it). One alert at most: STALE_ACTION when the changes the actor missed took away
+/// what it relied on, OVERSELL when it took more than it could have seen.
+fn check_action(
+    st: &KeyState,
+    v: &Valid<'_>,
+    consumption: i64,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    let stale = v.based_on.is_some_and(|b| b < st.version)
+        || (v.based_on.is_none() && v.e.data_as_of.is_some_and(|t| t < st.changed_at));
+    let sellable = st.sellable();
+    let counted = |outcome| {
+        Output::Action(ActionCheck {
+            system: v.system,
+            outcome,
+        })
+    };
+    if consumption <= 0 || consumption <= sellable {
+        out.push(counted(if stale {
+            ActionOutcome::StaleSufficient
+        } else {
+            ActionOutcome::Current
+        }));
+        return;
+    }
+    if st.class.backorder {
+        out.push(counted(ActionOutcome::Backorder));
+        return;
+    }
+    // The changes the actor missed, oldest first: after its version, or after its data time.
+    let missed_from = if stale {
+        st.history
+            .iter()
+            .position(|c| match v.based_on {
+                Some(b) => c.version > b,
+                None => v.e.data_as_of.is_some_and(|t| c.at > t),
+            })
+    } else {
+        None
+    };
+    // What the actor saw: the sellable quantity just before the first change it missed (if
+    // that is older than the history kept, it saw more than we remember: assume enough).
+    let seen = missed_from.and_then(|i| i.checked_sub(1)).map(|i| st.history[i].sellable);
+    if let (Some(from), true) = (missed_from, seen.is_none_or(|s| consumption <= s)) {
+        // The missed change that took the most away is the root.
+        let mut best: Option<(i64, &Change)> = None;
+        for i in from..st.history.len() {
+            let before = if i == 0 {
+                seen.unwrap_or(st.history[i].sellable)
+            } else {
+                st.history[i - 1].sellable
+            };
+            let drop = before.saturating_sub(st.history[i].sellable);
+            if best.is_none_or(|(d, _)| drop > d) {
+                best = Some((drop, &st.history[i]));
+            }
+        }
+        if let Some((_, c)) = best {
             out.push(Output::Alert(Alert {
                 kind: AlertKind::StaleAction,
                 resolves: None,
@@ -408,38 +661,35 @@ fn check_action(st: &KeyState, v: &Valid<'_>, now: Millis, out: &mut Vec<Output>
                 trigger: v.id,
                 resolved_at: None,
             }));
+            return;
         }
     }
-    let sellable = st.sellable();
-    if v.e.quantity > sellable {
-        // The root is the last change that took availability down, else the last change.
-        let mut prev_available = None;
-        let mut root = None;
-        for c in &st.history {
-            let a = c.values[Measure::Available.index()];
-            if prev_available.is_some_and(|p| a < p) {
-                root = Some(c);
-            }
-            prev_available = Some(a);
+    // The root is the last change that took availability down, else the last change.
+    let mut prev = None;
+    let mut root = None;
+    for c in &st.history {
+        if prev.is_some_and(|p| c.sellable < p) {
+            root = Some(c);
         }
-        let root = root.or(st.history.last());
-        out.push(Output::Alert(Alert {
-            kind: AlertKind::Oversell,
-            resolves: None,
-            system: v.system,
-            measure: v.e.measure,
-            expected: sellable,
-            observed: v.e.quantity,
-            root: root.map_or(self_root(v), |c| st.root(c.root)),
-            origin: root.map_or(v.system, |c| c.origin),
-            window_ms: 0,
-            diverged_at: root.map_or(now, |c| c.at),
-            opened_at: now,
-            opened_version: st.version,
-            trigger: v.id,
-            resolved_at: None,
-        }));
+        prev = Some(c.sellable);
     }
+    let root = root.or(st.history.last());
+    out.push(Output::Alert(Alert {
+        kind: AlertKind::Oversell,
+        resolves: None,
+        system: v.system,
+        measure: v.e.measure,
+        expected: sellable,
+        observed: consumption,
+        root: root.map_or(self_root(v), |c| st.root(c.root)),
+        origin: root.map_or(v.system, |c| c.origin),
+        window_ms: 0,
+        diverged_at: root.map_or(now, |c| c.at),
+        opened_at: now,
+        opened_version: st.version,
+        trigger: v.id,
+        resolved_at: None,
+    }));
 }
 
 fn self_root(v: &Valid<'_>) -> RootCause {
@@ -465,7 +715,10 @@ fn check_unpropagated(
 ) {
     // `available` is a display, not a count: a storefront showing a number that came from
     // nowhere is PHANTOM_AVAILABILITY or DRIFT, judged by `evaluate_view`.
-    if m == Measure::Available || !st.is_known(m) || !held_to(model, st.views[vi].system, m) {
+    if m == Measure::Available
+        || !st.is_known(m)
+        || !held_to(model, st, st.views[vi].system, m)
+    {
         return;
     }
     let Some(r) = st.views[vi].readings[m.index()] else {
@@ -519,9 +772,16 @@ fn commit_change(
     for m in Measure::ALL {
         values[m.index()] = st.value(m);
     }
-    if st.history.len() == HISTORY {
-        st.history.remove(0);
+    // Keep the last HISTORY changes, and younger ones up to HISTORY_MAX: a reading that lags
+    // by up to twice the longest window can still be matched to the truth it reflects.
+    let keep_from = now.saturating_sub(model.history_ms());
+    let mut drop = 0;
+    while st.history.len() - drop >= HISTORY
+        && (st.history.len() - drop >= HISTORY_MAX || st.history[drop].at < keep_from)
+    {
+        drop += 1;
     }
+    st.history.drain(..drop);
     let rix = st.intern(root);
     st.history.push(Change {
         version: st.version,
@@ -529,6 +789,7 @@ fn commit_change(
         origin,
         at: now,
         values,
+        sellable: st.sellable(),
     });
     let snapshot = st.snapshot();
     for sys in model.systems() {
@@ -580,10 +841,68 @@ fn commit_change(
 /// Why a view is being re-evaluated.
 #[derive(Clone, Copy)]
 enum Trigger {
-    /// The system itself published.
-    Own(RootCause),
+    /// The system itself published `measure`, from data as of `basis`.
+    Own {
+        root: RootCause,
+        measure: Measure,
+        basis: Basis,
+    },
     /// The authoritative state changed (root: index into the root table).
     Change { root: RootIx, origin: SysId },
+}
+
+/// The point in the truth's history a system's report reflects.
+#[derive(Clone, Copy)]
+struct Basis {
+    /// The authoritative version it read (`based_on_version`).
+    version: Option<u64>,
+    /// The time of the data it read (`data_as_of`).
+    as_of: Option<Millis>,
+}
+
+impl Basis {
+    /// Whether change `c` was already there when the report's data was read.
+    fn includes(&self, c: &Change) -> bool {
+        match (self.version, self.as_of) {
+            (Some(v), _) => c.version <= v,
+            (None, Some(t)) => c.at <= t,
+            (None, None) => true,
+        }
+    }
+}
+
+/// The change a reading of `m` that is not the truth now has been behind since: the reading
+/// matches the truth at some point its basis allows (the newest such), and the returned
+/// change began the run of changes that put the truth where it now is relative to it (on the
+/// same side, beyond tolerance). `None` when the reading matches no remembered truth: the
+/// system is not behind, it is off.
+fn lag_start(st: &KeyState, m: Measure, value: i64, tol: i64, basis: Basis) -> Option<usize> {
+    let at = |c: &Change| match m {
+        Measure::Available => c.values[m.index()].max(0),
+        _ => c.values[m.index()],
+    };
+    let side = |c: &Change| {
+        let d = value.saturating_sub(at(c));
+        if d.abs() <= tol {
+            0
+        } else {
+            d.signum()
+        }
+    };
+    let k = st
+        .history
+        .iter()
+        .rposition(|c| side(c) == 0 && basis.includes(c))?;
+    let mut start = None;
+    let mut prev = 0;
+    for (j, c) in st.history.iter().enumerate().skip(k + 1) {
+        let s = side(c);
+        if s != prev && s != 0 {
+            start = Some(j);
+        }
+        prev = s;
+    }
+    start
 }
 
 /// The value a system's reading of `m` is compared with. A storefront cannot show less than
@@ -597,9 +916,9 @@ fn expected_value(st: &KeyState, m: Measure) -> i64 {
 
 /// Whether `system` is downstream of the authority of `m` (for `available`: of any authority),
 /// i.e. whether it is expected to converge on it.
-fn held_to(model: &Model, system: SysId, m: Measure) -> bool {
+fn held_to(model: &Model, st: &KeyState, system: SysId, m: Measure) -> bool {
     model
-        .held(system)
+        .held(st.class, system)
         .is_some_and(|(_, w)| w[m.index()].is_some())
 }
 
@@ -622,7 +941,7 @@ fn evaluate_view(
     out: &mut Vec<Output>,
 ) {
     let system = st.views[vi].system;
-    let Some((sys, held)) = model.held(system) else {
+    let Some((sys, held)) = model.held(st.class, system) else {
         return;
     };
     let customer_facing = sys.customer_facing;
@@ -631,7 +950,7 @@ fn evaluate_view(
         let Some(reading) = st.views[vi].readings[mi] else {
             continue;
         };
-        let authority_here = m != Measure::Available && model.origin_of(m) == system;
+        let authority_here = m != Measure::Available && model.origin_of(st.class, m) == system;
         let held_window = if authority_here || !st.is_known(m) {
             None
         } else {
@@ -643,7 +962,8 @@ fn evaluate_view(
         let expected = expected_value(st, m);
         let diff = reading.value.saturating_sub(expected);
         let current = st.views[vi].divergence[mi];
-        if diff.abs() <= model.tolerance(m) {
+        let tol = model.tolerance(m);
+        if diff.abs() <= tol {
             if let Some(d) = current {
                 resolve(st, vi, m, &d, expected, reading.value, now, out);
                 out.push(Output::Converged(Converged {
@@ -658,53 +978,100 @@ fn evaluate_view(
             continue;
         }
         let sign: i8 = if diff > 0 { 1 } else { -1 };
-        let mut d = match current {
-            Some(d) if d.sign == sign => d,
-            _ => {
-                if let Some(d) = current {
-                    // The system went from too low to too high (or back): that divergence
-                    // ended and a new one, with a new root, began.
-                    resolve(st, vi, m, &d, expected, reading.value, now, out);
-                }
-                let (root, origin, window_ms) = match trigger {
-                    Trigger::Own(root) => (st.intern(root), system, held_window),
-                    Trigger::Change { root, origin } => (
-                        root,
-                        origin,
-                        model
-                            .route(origin, system)
-                            .map_or(held_window, |r| r.window_ms),
-                    ),
-                };
-                Divergence {
-                    since: now,
-                    deadline: now.saturating_add(i64::try_from(window_ms).unwrap_or(i64::MAX)),
-                    root,
-                    origin,
-                    sign,
-                    window_ms,
-                    alert: None,
-                }
+        let kind_for = |sign: i8| {
+            if customer_facing && m == Measure::Available && sign > 0 {
+                AlertKind::PhantomAvailability
+            } else {
+                AlertKind::Drift
             }
         };
-        // What a customer sees is acted on at once: a customer-facing system reporting more
-        // than exists is flagged on the report, without waiting out the window.
-        let reported = matches!(trigger, Trigger::Own(_));
-        if reported && d.alert.is_none() && customer_facing && m == Measure::Available && sign > 0 {
-            // Raised on the report, not for exceeding a window.
-            d.window_ms = 0;
-            d.alert = Some(open(
-                st,
-                system,
-                m,
-                &d,
-                AlertKind::PhantomAvailability,
-                expected,
-                reading.value,
-                now,
-                out,
-            ));
-        }
+        let window_from = |origin: SysId| {
+            model
+                .route(origin, system)
+                .map_or(held_window, |r| r.window_ms)
+        };
+        let divergence = |since: Millis, root: RootIx, origin: SysId, window_ms: u64| Divergence {
+            since,
+            deadline: since.saturating_add(i64::try_from(window_ms).unwrap_or(i64::MAX)),
+            root,
+            origin,
+            sign,
+            window_ms,
+            alert: None,
+        };
+        let d = match trigger {
+            // The system reported this measure: judge the report against the truth as of the
+            // data it reflects. Behind but within its window is on time; a value that was
+            // never the truth there is off from now.
+            Trigger::Own {
+                root,
+                measure,
+                basis,
+            } if measure == m => {
+                let fresh = match lag_start(st, m, reading.value, tol, basis) {
+                    Some(j) => {
+                        let c = st.history[j];
+                        Some(divergence(c.at, c.root, c.origin, window_from(c.origin)))
+                    }
+                    None => None,
+                };
+                match (current, fresh) {
+                    // Still beyond its window on the same side: the open alert stays open.
+                    (Some(d), Some(f))
+                        if d.alert.is_some() && d.sign == sign && f.deadline <= now =>
+                    {
+                        d
+                    }
+                    (Some(d), None) if d.alert.is_some() && d.sign == sign => d,
+                    (current, fresh) => {
+                        if let Some(d) = current {
+                            // Caught up to within its window, or crossed over: that
+                            // divergence ended.
+                            resolve(st, vi, m, &d, expected, reading.value, now, out);
+                        }
+                        let mut d = fresh.unwrap_or_else(|| {
+                            let rix = st.intern(root);
+                            divergence(now, rix, system, held_window)
+                        });
+                        if fresh.is_none() && kind_for(sign) == AlertKind::PhantomAvailability {
+                            // A customer-facing system showing stock that was never there
+                            // is acted on at once, not after a window.
+                            d.window_ms = 0;
+                            d.deadline = now;
+                        }
+                        if d.deadline <= now {
+                            d.alert = Some(open(
+                                st,
+                                system,
+                                m,
+                                &d,
+                                kind_for(sign),
+                                expected,
+                                reading.value,
+                                now,
+                                out,
+                            ));
+                        }
+                        d
+                    }
+                }
+            }
+            _ => match current {
+                Some(d) if d.sign == sign => d,
+                _ => {
+                    if let Some(d) = current {
+                        // The truth crossed the system's value: that divergence ended and a
+                        // new one, with a new root, began.
+                        resolve(st, vi, m, &d, expected, reading.value, now, out);
+                    }
+                    let (root, origin) = match trigger {
+                        Trigger::Own { root, .. } => (st.intern(root), system),
+                        Trigger::Change { root, origin } => (root, origin),
+                    };
+                    divergence(now, root, origin, window_from(origin))
+                }
+            },
+        };
         if current != Some(d) {
             st.views[vi].divergence[mi] = Some(d);
         }
@@ -932,12 +1299,73 @@ fn apply_command(
     let command_id = id("command_id", &c.command_id)?;
     let reservation_id = id("reservation_id", &c.reservation_id)?;
     let channel = id("channel", &c.channel)?;
-    // Command ids share the duplicate ring with event ids; prefix so the two never collide.
+    st.class = model.key_class(&c.sku, &c.location);
+    let horizon = horizon_start(model, now);
+    // Command ids share the duplicate filter with event ids; prefix so the two never collide.
     let fp = fingerprint(&c.command_id) ^ 0x9e37_79b9_7f4a_7c15;
-    if st.recent.contains(&fp) {
+    if was_seen(st, fp, horizon) {
+        // A retry gets the original decision again, with the same id (the command's): a
+        // client that lost the answer gets it, a consumer deduplicating by id sees one.
+        if let Some(a) = st.answers.iter().rev().find(|a| a.fp == fp) {
+            out.push(Output::Decision(Decision {
+                kind: a.kind,
+                reason: a.reason,
+                reservation_id,
+                command_id,
+                channel,
+                quantity: a.quantity,
+                available: a.available,
+                version: a.version,
+                expires_at: a.expires_at,
+                decided_at: a.decided_at,
+            }));
+        }
         return Ok(Outcome::Duplicate);
     }
-    remember(st, fp);
+    remember(st, fp, now, horizon);
+    let first = out.len();
+    let outcome = decide(model, st, c, command_id, reservation_id, channel, now, out)?;
+    if let Some(Output::Decision(d)) = out[first..]
+        .iter()
+        .rev()
+        .find(|o| matches!(o, Output::Decision(_)))
+    {
+        let answer = Answer {
+            fp,
+            kind: d.kind,
+            reason: d.reason,
+            quantity: d.quantity,
+            available: d.available,
+            version: d.version,
+            expires_at: d.expires_at,
+            decided_at: d.decided_at,
+        };
+        let stale = st
+            .answers
+            .iter()
+            .take_while(|a| a.decided_at < horizon)
+            .count();
+        st.answers.drain(..stale);
+        if st.answers.len() >= SEEN_MAX {
+            st.answers.remove(0);
+        }
+        st.answers.push(answer);
+    }
+    Ok(outcome)
+}
+
+/// Decides one new command; the decision is the last output it pushes.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    model: &Model,
+    st: &mut KeyState,
+    c: &ReservationCommand,
+    command_id: Id,
+    reservation_id: Id,
+    channel: Id,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> Result<Outcome, Rejection> {
     let root = RootCause {
         event_id: command_id,
         system: SysId::ledger(),
@@ -1005,10 +1433,35 @@ fn apply_command(
             let kind = if c.command == CommandKind::Commit {
                 // Committed units live in the ledger when it is `committed`'s authority;
                 // otherwise the authority's next report is expected to include them.
-                if model.authority(Measure::Committed) == Authority::Ledger {
-                    let ci = Measure::Committed.index();
-                    st.auth[ci] = st.auth[ci].saturating_add(h.quantity);
-                    st.known |= 1 << ci;
+                // The committed units become the order line's commitment, relieved by its
+                // fulfilment like any order's; the channel's own ORDER_PLACED for the line is
+                // then not counted again (nor is this COMMIT, if that came first).
+                if model.authority(st.class, Measure::Committed) == Authority::Ledger {
+                    let order = c.order_ref.as_deref().filter(|o| !o.is_empty());
+                    let lid = line_id(
+                        order.unwrap_or(&c.reservation_id),
+                        c.line_ref.as_deref(),
+                    );
+                    let horizon = horizon_start(model, now);
+                    let known = st
+                        .lines
+                        .iter()
+                        .any(|l| l.id == lid && l.closed_at.is_none_or(|t| t >= horizon));
+                    if !known {
+                        let ci = Measure::Committed.index();
+                        st.auth[ci] = st.auth[ci].saturating_add(h.quantity);
+                        st.known |= 1 << ci;
+                        let line = OrderLine {
+                            id: lid,
+                            committed: h.quantity,
+                            allocated: 0,
+                            shipped: 0,
+                            cancelled: false,
+                            opened_at: now,
+                            closed_at: None,
+                        };
+                        store_line(st, None, line, now);
+                    }
                 }
                 DecisionKind::Committed
             } else {
@@ -1067,15 +1520,29 @@ fn view_index(st: &mut KeyState, system: SysId) -> usize {
     }
 }
 
-fn remember(st: &mut KeyState, fp: u64) {
-    if st.recent.len() < RECENT_IDS {
-        st.recent.push(fp);
-    } else {
-        let i = usize::from(st.recent_next) % RECENT_IDS;
-        st.recent[i] = fp;
-        // RECENT_IDS (16) fits in u8.
-        st.recent_next = ((i + 1) % RECENT_IDS) as u8;
+/// The start of the idempotency horizon at `now`: ids and closed order lines older than this
+/// are forgotten.
+fn horizon_start(model: &Model, now: Millis) -> Millis {
+    now.saturating_sub(i64::try_from(model.rules().idempotency_horizon_ms).unwrap_or(i64::MAX))
+}
+
+/// Whether id fingerprint `fp` was seen within the horizon. Entries older than the horizon
+/// are ignored even if not yet pruned, so the answer does not depend on when pruning ran.
+fn was_seen(st: &KeyState, fp: u64, horizon: Millis) -> bool {
+    st.seen.iter().rev().any(|s| s.fp == fp && s.at >= horizon)
+}
+
+/// Records id fingerprint `fp`, forgetting what has left the horizon (and closed order lines
+/// with it).
+fn remember(st: &mut KeyState, fp: u64, now: Millis, horizon: Millis) {
+    let old = st.seen.iter().take_while(|s| s.at < horizon).count();
+    st.seen.drain(..old);
+    if st.seen.len() >= SEEN_MAX {
+        st.seen.remove(0);
     }
+    st.seen.push(Seen { fp, at: now });
+    st.lines
+        .retain(|l| l.closed_at.is_none_or(|t| t >= horizon));
 }
 
 enum SeqStatus {

@@ -81,6 +81,23 @@ pub fn fingerprint(s: &str) -> u64 {
     h
 }
 
+/// FNV-1a over `parts` joined by the unit separator (0x1f), without allocating: the identity
+/// of an order line (`order_ref`, `line_ref`).
+pub fn fingerprint_parts(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0x1f;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in p.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 impl Default for Id {
     fn default() -> Self {
         Id::EMPTY
@@ -142,5 +159,8 @@ mod tests {
         assert_eq!(fingerprint(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fingerprint("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fingerprint("foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(fingerprint_parts(&["foobar"]), fingerprint("foobar"));
+        assert_eq!(fingerprint_parts(&["a", "b"]), fingerprint("a\u{1f}b"));
+        assert_ne!(fingerprint_parts(&["ab", ""]), fingerprint_parts(&["a", "b"]));
     }
 }

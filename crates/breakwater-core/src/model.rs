@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Measure;
+use crate::event::{Measure, Millis};
 use crate::id::fingerprint;
 use crate::output::{AlertKind, Severity};
 
@@ -52,6 +52,79 @@ pub struct MeasureConfig {
     /// still counts as converged.
     #[serde(default)]
     pub tolerance: u32,
+    /// Other authorities for locations by prefix (stores' `on_hand` from the POS, a 3PL
+    /// site's from the 3PL). The longest matching prefix wins; `authority` applies elsewhere.
+    #[serde(default)]
+    pub by_location: Vec<LocationAuthority>,
+}
+
+/// The authority of a measure at the locations whose name starts with `prefix`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationAuthority {
+    /// Location name prefix (`STORE-`, `3PL-`); a whole location name matches itself.
+    pub prefix: String,
+    /// The system (or `breakwater`) whose events set the measure at those locations.
+    pub authority: String,
+}
+
+/// What to do with a negative ABSOLUTE `on_hand` (a POS's book stock after selling units it
+/// had not received yet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeStock {
+    /// Take it as reported, as a DELTA may already take stock below zero.
+    #[default]
+    Accept,
+    /// Send it to the dead-letter topic (`impossible_quantity`).
+    DeadLetter,
+}
+
+/// Keys where an order beyond what is available is a backorder or preorder, by SKU and
+/// location prefix (an empty prefix matches every name).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackorderRule {
+    /// SKU prefix (`PRE-` for preorder SKUs); empty: any SKU.
+    #[serde(default)]
+    pub sku_prefix: String,
+    /// Location prefix; empty: any location.
+    #[serde(default)]
+    pub location_prefix: String,
+}
+
+/// Rules that are a retailer's choice rather than a fact of the cascade map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// How long an event id, command id or closed order line is remembered per key: a
+    /// redelivery within it changes nothing, and a retried command gets its original decision.
+    #[serde(default = "default_idempotency_horizon_ms")]
+    pub idempotency_horizon_ms: u64,
+    /// Negative ABSOLUTE `on_hand` from ADJUSTMENT or SNAPSHOT (a CYCLE_COUNT is a physical
+    /// count and is never negative).
+    #[serde(default)]
+    pub negative_on_hand: NegativeStock,
+    /// Keys that take backorders: an order beyond availability there is counted
+    /// (`breakwater_actions_total{outcome="backorder"}`), not an OVERSELL.
+    #[serde(default)]
+    pub backorder: Vec<BackorderRule>,
+}
+
+/// 24 hours: a day's redeliveries and retries (the longest a producer's retry loop, a
+/// replayed batch or a reconnecting client should take).
+pub const fn default_idempotency_horizon_ms() -> u64 {
+    86_400_000
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            idempotency_horizon_ms: default_idempotency_horizon_ms(),
+            negative_on_hand: NegativeStock::Accept,
+            backorder: Vec::new(),
+        }
+    }
 }
 
 /// The source-of-truth rules, one per stored measure.
@@ -112,6 +185,9 @@ pub struct CascadeConfig {
     /// Alert policy.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Idempotency horizon, negative stock, backorders.
+    #[serde(default)]
+    pub rules: RulesConfig,
 }
 
 /// One invalid setting.
@@ -206,6 +282,28 @@ pub struct Route {
     pub severity: Option<Severity>,
 }
 
+/// The authorities that hold at one class of locations, and what follows from them.
+#[derive(Clone, Debug)]
+struct Profile {
+    /// The location prefix this profile is for (empty: the default authorities).
+    prefix: String,
+    authority: [Authority; 4],
+    /// Per system (config order): the window within which it must converge on each measure
+    /// (`Measure::ALL` order), `None` where it is not downstream of that measure's authority.
+    /// Precomputed because the fold asks for every reading on every change.
+    held: Vec<[Option<u64>; 5]>,
+}
+
+/// Which authorities hold at a key, and its order policy: chosen from the key's location and
+/// SKU by [`Model::key_class`], kept in the key's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyClass {
+    /// Index of the location's authority profile.
+    pub profile: u8,
+    /// Orders beyond availability are backorders here, not oversells.
+    pub backorder: bool,
+}
+
 /// The validated, compiled cascade map the fold runs on. Cheap lookups only: routes are
 /// precomputed for every (origin, destination) pair.
 #[derive(Clone, Debug)]
@@ -213,16 +311,17 @@ pub struct Model {
     systems: Vec<System>,
     /// Node list for routes: systems then the ledger.
     nodes: Vec<SysId>,
-    authority: [Authority; 4],
+    /// Authority profiles: the default first, then one per location prefix, longest first.
+    profiles: Vec<Profile>,
     tolerance: [i64; 5],
     /// `routes[origin_node][dest_node]`.
     routes: Vec<Vec<Option<Route>>>,
     severity: BTreeMap<AlertKind, Severity>,
     handoffs: Vec<HandoffConfig>,
-    /// Per system (config order): the window within which it must converge on each measure
-    /// (`Measure::ALL` order), `None` where it is not downstream of that measure's authority.
-    /// Precomputed because the fold asks for every reading on every change.
-    held: Vec<[Option<u64>; 5]>,
+    rules: RulesConfig,
+    /// How long authoritative changes are remembered per key: twice the longest route, so a
+    /// reading that lags by up to a window can still be matched to the truth it reflects.
+    history_ms: i64,
 }
 
 impl Model {
@@ -284,8 +383,23 @@ impl Model {
         }
         let known = |n: &str| n == LEDGER || names.contains_key(n);
 
+        let resolve = |name: &str, path: String, errs: &mut ConfigErrors| {
+            if name == LEDGER {
+                Some(Authority::Ledger)
+            } else if names.contains_key(name) {
+                Some(Authority::System(SysId::of(name)))
+            } else {
+                errs.push(
+                    path,
+                    format!("unknown system {name:?} (known: {})", known_list(&names)),
+                );
+                None
+            }
+        };
         let mut authority = [Authority::Ledger; 4];
         let mut tolerance = [0i64; 5];
+        // Every prefix named by any measure, with its per-measure overrides.
+        let mut prefixes: BTreeMap<&str, [Option<Authority>; 4]> = BTreeMap::new();
         for m in Measure::STORED {
             let path = format!("measures.{}", m.as_str());
             match measure_cfg(&cfg.measures, m) {
@@ -295,22 +409,47 @@ impl Model {
                 ),
                 Some(mc) => {
                     tolerance[m.index()] = i64::from(mc.tolerance);
-                    if mc.authority == LEDGER {
-                        authority[m.index()] = Authority::Ledger;
-                    } else if names.contains_key(mc.authority.as_str()) {
-                        authority[m.index()] = Authority::System(SysId::of(&mc.authority));
-                    } else {
-                        errs.push(
-                            format!("{path}.authority"),
-                            format!(
-                                "unknown system {:?} (known: {})",
-                                mc.authority,
-                                known_list(&names)
-                            ),
-                        );
+                    if let Some(a) = resolve(&mc.authority, format!("{path}.authority"), &mut errs)
+                    {
+                        authority[m.index()] = a;
+                    }
+                    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+                    for (j, la) in mc.by_location.iter().enumerate() {
+                        let at = format!("{path}.by_location[{j}]");
+                        if la.prefix.is_empty() {
+                            errs.push(
+                                format!("{at}.prefix"),
+                                "must not be empty (the measure's `authority` is the default)",
+                            );
+                            continue;
+                        }
+                        if let Some(k) = seen.insert(&la.prefix, j) {
+                            errs.push(
+                                format!("{at}.prefix"),
+                                format!("duplicate prefix {:?} (also by_location[{k}])", la.prefix),
+                            );
+                        }
+                        if let Some(a) = resolve(&la.authority, format!("{at}.authority"), &mut errs)
+                        {
+                            prefixes.entry(&la.prefix).or_default()[m.index()] = Some(a);
+                        }
                     }
                 }
             }
+        }
+        for (j, b) in cfg.rules.backorder.iter().enumerate() {
+            if b.location_prefix.contains('|') || b.sku_prefix.contains('|') {
+                errs.push(
+                    format!("rules.backorder[{j}]"),
+                    "prefixes cannot contain '|', the key separator",
+                );
+            }
+        }
+        if cfg.rules.idempotency_horizon_ms == 0 {
+            errs.push(
+                "rules.idempotency_horizon_ms",
+                "must be greater than 0: a redelivered event would count twice",
+            );
         }
         tolerance[Measure::Available.index()] = i64::from(cfg.measures.available_tolerance);
 
@@ -374,28 +513,115 @@ impl Model {
         let routes = compute_routes(&nodes, &cfg.handoffs);
         let mut severity = default_severities();
         severity.extend(cfg.alerts.severity.iter().map(|(k, v)| (*k, *v)));
+        // A location's authority per measure is that of the longest matching prefix naming
+        // the measure. All prefixes a location matches are prefixes of the longest one, so a
+        // location has the profile of its longest matching prefix, computed here for each.
+        let mut profile_list: Vec<(String, [Authority; 4])> = vec![(String::new(), authority)];
+        let mut by_len: Vec<&str> = prefixes.keys().copied().collect();
+        by_len.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        for p in &by_len {
+            let mut a = authority;
+            for m in Measure::STORED {
+                // Shortest to longest, so the longest matching override wins.
+                let mut matching: Vec<&&str> = by_len.iter().filter(|q| p.starts_with(**q)).collect();
+                matching.sort_by_key(|q| q.len());
+                for q in matching {
+                    if let Some(o) = prefixes[*q][m.index()] {
+                        a[m.index()] = o;
+                    }
+                }
+            }
+            profile_list.push(((*p).to_owned(), a));
+        }
+        if profile_list.len() > usize::from(u8::MAX) {
+            errs.push(
+                "measures",
+                format!(
+                    "{} location prefixes; at most {} are supported",
+                    profile_list.len() - 1,
+                    u8::MAX - 1
+                ),
+            );
+            return Err(errs);
+        }
+        let history_ms = routes
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|r| r.window_ms)
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(2);
         let mut model = Model {
             systems,
             nodes,
-            authority,
+            profiles: Vec::new(),
             tolerance,
             routes,
             severity,
             handoffs: cfg.handoffs.clone(),
-            held: Vec::new(),
+            rules: cfg.rules.clone(),
+            history_ms: i64::try_from(history_ms).unwrap_or(i64::MAX),
         };
-        model.held = model
-            .systems
-            .iter()
-            .map(|s| {
-                let mut w = [None; 5];
-                for m in Measure::ALL {
-                    w[m.index()] = model.route_for(s.id, m).map(|r| r.window_ms);
+        model.profiles = profile_list
+            .into_iter()
+            .map(|(prefix, authority)| {
+                let held = model
+                    .systems
+                    .iter()
+                    .map(|s| {
+                        let mut w = [None; 5];
+                        for m in Measure::ALL {
+                            w[m.index()] =
+                                model.route_for(&authority, s.id, m).map(|r| r.window_ms);
+                        }
+                        w
+                    })
+                    .collect();
+                Profile {
+                    prefix,
+                    authority,
+                    held,
                 }
-                w
             })
             .collect();
         Ok(model)
+    }
+
+    /// The class of the key `sku` at `location`: its authority profile (longest matching
+    /// location prefix) and whether it takes backorders. A few prefix comparisons, no
+    /// allocation.
+    pub fn key_class(&self, sku: &str, location: &str) -> KeyClass {
+        let profile = self
+            .profiles
+            .iter()
+            .skip(1)
+            .position(|p| location.starts_with(p.prefix.as_str()))
+            .map_or(0, |i| i + 1);
+        let backorder = self.rules.backorder.iter().any(|b| {
+            sku.starts_with(b.sku_prefix.as_str()) && location.starts_with(b.location_prefix.as_str())
+        });
+        KeyClass {
+            // At most u8::MAX profiles (checked in `build`).
+            profile: u8::try_from(profile).unwrap_or(0),
+            backorder,
+        }
+    }
+
+    /// The rules section.
+    pub fn rules(&self) -> &RulesConfig {
+        &self.rules
+    }
+
+    /// How long authoritative changes are kept per key, in ms.
+    pub fn history_ms(&self) -> Millis {
+        self.history_ms
+    }
+
+    fn profile(&self, class: KeyClass) -> &Profile {
+        self.profiles
+            .get(usize::from(class.profile))
+            .unwrap_or(&self.profiles[0])
     }
 
     /// The configured systems, in config order.
@@ -427,9 +653,11 @@ impl Model {
         self.system(id).map_or("unknown", |s| s.name.as_str())
     }
 
-    /// Who sets stored measure `m`. `available` has no authority and answers `Ledger`.
-    pub fn authority(&self, m: Measure) -> Authority {
-        self.authority
+    /// Who sets stored measure `m` at keys of `class`. `available` has no authority and
+    /// answers `Ledger`.
+    pub fn authority(&self, class: KeyClass, m: Measure) -> Authority {
+        self.profile(class)
+            .authority
             .get(m.index())
             .copied()
             .unwrap_or(Authority::Ledger)
@@ -447,28 +675,32 @@ impl Model {
         self.routes[o][d].as_ref()
     }
 
-    /// The route a change of `m` takes to `system` (for `available`: the quickest from any
-    /// authority).
-    fn route_for(&self, system: SysId, m: Measure) -> Option<&Route> {
+    /// The route a change of `m` takes to `system` under `authority` (for `available`: the
+    /// quickest from any authority).
+    fn route_for(&self, authority: &[Authority; 4], system: SysId, m: Measure) -> Option<&Route> {
+        let origin = |m: Measure| match authority[m.index()] {
+            Authority::System(s) => s,
+            Authority::Ledger => SysId::ledger(),
+        };
         match m {
             Measure::Available => Measure::STORED
                 .iter()
-                .filter_map(|s| self.route(self.origin_of(*s), system))
+                .filter_map(|s| self.route(origin(*s), system))
                 .min_by_key(|r| r.window_ms),
-            _ => self.route(self.origin_of(m), system),
+            _ => self.route(origin(m), system),
         }
     }
 
     /// The system with id `id` and, per measure, the window within which it must converge on
-    /// it (`None` where it is not downstream of the measure's authority).
-    pub fn held(&self, id: SysId) -> Option<(&System, &[Option<u64>; 5])> {
+    /// it at keys of `class` (`None` where it is not downstream of the measure's authority).
+    pub fn held(&self, class: KeyClass, id: SysId) -> Option<(&System, &[Option<u64>; 5])> {
         let i = self.systems.iter().position(|s| s.id == id)?;
-        Some((&self.systems[i], &self.held[i]))
+        Some((&self.systems[i], self.profile(class).held.get(i)?))
     }
 
-    /// The origin of a change to measure `m` (its authority).
-    pub fn origin_of(&self, m: Measure) -> SysId {
-        match self.authority(m) {
+    /// The origin of a change to measure `m` at keys of `class` (its authority).
+    pub fn origin_of(&self, class: KeyClass, m: Measure) -> SysId {
+        match self.authority(class, m) {
             Authority::System(s) => s,
             Authority::Ledger => SysId::ledger(),
         }
@@ -600,6 +832,7 @@ mod tests {
         Some(MeasureConfig {
             authority: authority.into(),
             tolerance: 0,
+            by_location: Vec::new(),
         })
     }
 
@@ -627,6 +860,7 @@ mod tests {
                 handoff("erp", "storefront", 120_000),
             ],
             alerts: AlertsConfig::default(),
+            rules: RulesConfig::default(),
         }
     }
 

@@ -16,9 +16,12 @@ pub enum AlertKind {
     /// A system's view differs from the authoritative state beyond tolerance for longer than
     /// its handoff window.
     Drift,
-    /// A system allocated, promised or sold on a version older than the authoritative one.
+    /// A system allocated, promised or sold on an older version, and the changes it missed
+    /// took away what it relied on: the action exceeds what is available now, though it did
+    /// not exceed what the system saw.
     StaleAction,
-    /// An action took more than was authoritatively available.
+    /// An action took more than was authoritatively available, on current data (or on data
+    /// that already showed too little).
     Oversell,
     /// A customer-facing system shows more available than exists.
     PhantomAvailability,
@@ -234,6 +237,40 @@ pub enum Output {
     /// A system converged on a measure after diverging: the handoff's latency. Not published;
     /// it feeds the handoff latency metrics.
     Converged(Converged),
+    /// A consuming action (allocation, order) that raised no alert, and why. Not published;
+    /// it feeds `breakwater_actions_total`.
+    Action(ActionCheck),
+}
+
+/// How an action that raised no alert was judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionOutcome {
+    /// Taken on the current version (or with no basis given) and covered.
+    Current,
+    /// Taken on an older version, but what it missed did not matter: still covered.
+    StaleSufficient,
+    /// Beyond availability at a key that takes backorders or preorders.
+    Backorder,
+}
+
+impl ActionOutcome {
+    /// The metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Current => "current",
+            ActionOutcome::StaleSufficient => "stale_sufficient",
+            ActionOutcome::Backorder => "backorder",
+        }
+    }
+}
+
+/// A consuming action that raised no alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionCheck {
+    /// The system that acted.
+    pub system: SysId,
+    /// How it was judged.
+    pub outcome: ActionOutcome,
 }
 
 /// A divergence that closed.

@@ -14,15 +14,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Measure, Millis};
 use crate::id::Id;
-use crate::model::SysId;
-use crate::output::{AlertKind, RootCause, Snapshot};
+use crate::model::{KeyClass, SysId};
+use crate::output::{AlertKind, DecisionKind, RejectReason, RootCause, Snapshot};
 
-/// Authoritative changes remembered per key: enough to name the change a stale action missed
-/// and to tell a value that was once authoritative from one that came from nowhere.
+/// Authoritative changes always remembered per key, however old: enough to name the change a
+/// stale action missed and to tell a value that was once authoritative from one that came
+/// from nowhere. Changes younger than [`Model::history_ms`](crate::Model::history_ms) are
+/// kept too, up to [`HISTORY_MAX`].
 pub const HISTORY: usize = 8;
-/// Event ids (and reservation command ids) remembered per key for duplicate detection, on top
-/// of the per-system `source_seq` window.
-pub const RECENT_IDS: usize = 16;
+/// The most authoritative changes remembered per key, so that a key changing many times a
+/// minute keeps a bounded state.
+pub const HISTORY_MAX: usize = 64;
+/// The most event and command ids remembered per key within the idempotency horizon; beyond
+/// it the oldest is forgotten first (a key taking more than this many events a day).
+pub const SEEN_MAX: usize = 16_384;
+/// The most order lines kept per key. Closed lines are dropped after the idempotency
+/// horizon; past this bound the oldest closed line goes first, then the oldest open one.
+pub const LINES_MAX: usize = 4_096;
 /// Root-cause table size below which a new root is appended rather than reusing the slot of
 /// one nothing refers to any more.
 pub const ROOTS_BEFORE_REUSE: usize = HISTORY;
@@ -46,16 +54,22 @@ pub struct KeyState {
     pub reserved: i64,
     /// Processing time of the last authoritative change.
     pub changed_at: Millis,
-    /// The last [`HISTORY`] authoritative changes, oldest first.
+    /// Recent authoritative changes, oldest first: at least the last [`HISTORY`], and all
+    /// within the model's history horizon up to [`HISTORY_MAX`].
     pub history: Vec<Change>,
     /// What each system last said.
     pub views: Vec<View>,
     /// Granted reservations not yet committed, released or expired.
     pub holds: Vec<Hold>,
-    /// Fingerprints of the last [`RECENT_IDS`] event and command ids, a ring.
-    pub recent: Vec<u64>,
-    /// Next slot to overwrite in `recent` once it is full.
-    pub recent_next: u8,
+    /// Event and command id fingerprints seen within the idempotency horizon, oldest first.
+    pub seen: Vec<Seen>,
+    /// The decision each command seen within the horizon got, so a retry gets it again.
+    pub answers: Vec<Answer>,
+    /// Order lines: open ones with their outstanding commitment and allocation, closed ones
+    /// until the idempotency horizon has passed.
+    pub lines: Vec<OrderLine>,
+    /// The key's authority profile and order policy, from its location and SKU.
+    pub class: KeyClass,
     /// The root causes `history`, divergences and pending acknowledgements refer to; a slot
     /// nothing refers to is reused (see [`KeyState::intern`]).
     pub roots: Vec<RootCause>,
@@ -74,6 +88,64 @@ pub struct Change {
     pub at: Millis,
     /// Every measure's authoritative value after it (`Measure::ALL` order).
     pub values: [i64; 5],
+    /// Units a new action could take after it: available less active holds.
+    pub sellable: i64,
+}
+
+/// An id seen, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Fingerprint of the event or command id.
+    pub fp: u64,
+    /// Stream time when it was seen.
+    pub at: Millis,
+}
+
+/// The decision a reservation command got, kept to answer a retry the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Fingerprint of the command id.
+    pub fp: u64,
+    /// The decision.
+    pub kind: DecisionKind,
+    /// Why, for REJECTED.
+    pub reason: Option<RejectReason>,
+    /// Units.
+    pub quantity: i64,
+    /// Sellable after the decision.
+    pub available: i64,
+    /// Version after the decision.
+    pub version: u64,
+    /// Hold expiry (GRANTED).
+    pub expires_at: Option<Millis>,
+    /// When it was decided.
+    pub decided_at: Millis,
+}
+
+/// One order line's units in the authoritative buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// Fingerprint of `order_ref` and `line_ref`.
+    pub id: u64,
+    /// Units promised and not yet allocated or shipped (in `committed`).
+    pub committed: i64,
+    /// Units allocated to it and not yet shipped (in `allocated`).
+    pub allocated: i64,
+    /// Units shipped for it.
+    pub shipped: i64,
+    /// It was cancelled: a deallocation no longer returns units to its commitment.
+    pub cancelled: bool,
+    /// Stream time when it was first seen.
+    pub opened_at: Millis,
+    /// Stream time when nothing was outstanding any more; it is forgotten a horizon later.
+    pub closed_at: Option<Millis>,
+}
+
+impl OrderLine {
+    /// Whether nothing is outstanding on it any more.
+    pub fn is_done(&self) -> bool {
+        self.committed == 0 && self.allocated == 0 && (self.cancelled || self.shipped > 0)
+    }
 }
 
 /// A reading of one measure by one system.

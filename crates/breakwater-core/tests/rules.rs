@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)] // tests: a panic is the failure report
 
 use breakwater_core::fold::MAX_QUANTITY;
-use breakwater_core::output::{Alert, RejectReason};
+use breakwater_core::output::{ActionCheck, ActionOutcome, Alert, RejectReason};
+use breakwater_core::SysId;
 use breakwater_core::{
     apply, AlertKind, CascadeConfig, CommandKind, DecisionKind, EventType, Input, InventoryEvent,
     KeyState, Measure, Mode, Model, Outcome, Output, Rejection, ReservationCommand,
@@ -205,6 +206,16 @@ impl H {
         self.alerts().iter().map(|a| a.kind).collect()
     }
 
+    fn decisions_full(&self) -> Vec<breakwater_core::Decision> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Decision(d) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn decisions(&self) -> Vec<(DecisionKind, Option<RejectReason>, i64)> {
         self.out
             .iter()
@@ -271,7 +282,8 @@ fn impossible_events_are_rejected_and_change_nothing() {
         (Receipt, "wms", OnHand, Absolute, 5, "mode_not_allowed"),
         (Receipt, "wms", Committed, Delta, 5, "measure_not_allowed"),
         (CycleCount, "wms", OnHand, Delta, 5, "mode_not_allowed"),
-        (Snapshot, "wms", OnHand, Absolute, -1, "impossible_quantity"),
+        (CycleCount, "wms", OnHand, Absolute, -1, "impossible_quantity"),
+        (Snapshot, "wms", Allocated, Absolute, -1, "impossible_quantity"),
         (
             Allocation,
             "wms",
@@ -435,58 +447,76 @@ fn converging_inside_the_window_raises_nothing() {
 }
 
 #[test]
-fn stale_action_names_the_first_change_it_missed() {
-    let mut h = H::stocked();
+fn stale_action_only_when_the_missed_changes_took_away_what_it_relied_on() {
+    let mut h = H::stocked(); // 100 on hand, version 3
     h.send(
         1,
-        ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 5),
+        ev("wms", EventType::Allocation, Measure::Allocated, Mode::Delta, 90),
     )
-    .unwrap(); // v4
+    .unwrap(); // v4: 10 sellable
     h.send(
         2,
         ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 5),
     )
-    .unwrap(); // v5
+    .unwrap(); // v5: 15 sellable
+    // On version 3 (100 sellable), an order of 12: still covered by the 15 there are now.
     let mut order = ev(
         "storefront",
         EventType::OrderPlaced,
         Measure::Committed,
         Mode::Delta,
-        1,
+        12,
     );
     order.based_on_version = Some(3);
     h.out.clear();
     h.send(3, order).unwrap();
-    assert_eq!(h.kinds(), vec![AlertKind::StaleAction]);
-    let a = h.alerts()[0];
-    assert_eq!(a.root.event_id.as_str(), "e4");
-    assert_eq!((a.expected, a.observed), (5, 3));
+    assert!(h.kinds().is_empty(), "{:?}", h.kinds());
+    assert!(h.out.contains(&Output::Action(ActionCheck {
+        system: SysId::of("storefront"),
+        outcome: ActionOutcome::StaleSufficient
+    })));
 
-    // Current version: no alert.
+    // On version 3 again, 5 more: only 3 are left, and the allocation it missed took them.
     let mut order = ev(
         "storefront",
         EventType::OrderPlaced,
         Measure::Committed,
         Mode::Delta,
-        1,
+        5,
+    );
+    order.based_on_version = Some(3);
+    h.out.clear();
+    h.send(4, order).unwrap();
+    assert_eq!(h.kinds(), vec![AlertKind::StaleAction]);
+    let a = h.alerts()[0];
+    assert_eq!(a.root.event_id.as_str(), "e4", "the allocation, not the receipt");
+    assert_eq!((a.expected, a.observed), (6, 3));
+
+    // On the current version, more than there is: OVERSELL, not STALE_ACTION.
+    let mut order = ev(
+        "storefront",
+        EventType::OrderPlaced,
+        Measure::Committed,
+        Mode::Delta,
+        5,
     );
     order.based_on_version = Some(h.st.version as i64);
     h.out.clear();
-    h.send(4, order).unwrap();
-    assert!(h.kinds().is_empty());
+    h.send(5, order).unwrap();
+    assert_eq!(h.kinds(), vec![AlertKind::Oversell]);
 
-    // Stale by time.
+    // Stale by time, and what it saw was already too little: OVERSELL.
     let mut alloc = ev(
         "wms",
         EventType::Allocation,
         Measure::Allocated,
         Mode::Delta,
-        1,
+        50,
     );
-    alloc.data_as_of = Some(0);
+    alloc.data_as_of = Some(1500);
     h.out.clear();
-    h.send(5, alloc).unwrap();
-    assert_eq!(h.kinds(), vec![AlertKind::StaleAction]);
+    h.send(6, alloc).unwrap();
+    assert_eq!(h.kinds(), vec![AlertKind::Oversell]);
 }
 
 #[test]
@@ -835,13 +865,20 @@ fn reservations_grant_reject_commit_release_and_expire() {
             ),
         ]
     );
-    // A repeated command is answered once only.
+    // A repeated command changes nothing and gets its original decision again.
     h.out.clear();
     assert_eq!(
         h.command(21, cmd(CommandKind::Reserve, "r1", 60, 300)),
         Ok(Outcome::Duplicate)
     );
-    assert!(h.out.is_empty());
+    let again = h.decisions_full();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].kind, again[0].command_id.as_str(), again[0].decided_at, again[0].version),
+        (DecisionKind::Granted, "r1-RESERVE", 1000, 4),
+        "the original decision, not a new one"
+    );
+    h.out.clear();
     // Invalid and duplicate reservations are answered, not dropped.
     h.command(22, cmd(CommandKind::Reserve, "r4", 0, 300))
         .unwrap();
@@ -859,4 +896,234 @@ fn reservations_grant_reject_commit_release_and_expire() {
             Some(RejectReason::DuplicateReservation)
         ]
     );
+}
+
+fn order(system: &str, t: EventType, m: Measure, q: i64, order_ref: &str) -> InventoryEvent {
+    let mut e = ev(system, t, m, Mode::Delta, q);
+    e.order_ref = Some(order_ref.into());
+    e
+}
+
+fn bucket(h: &H) -> (i64, i64, i64, i64) {
+    (
+        h.st.value(Measure::OnHand),
+        h.st.value(Measure::Allocated),
+        h.st.value(Measure::Committed),
+        h.st.value(Measure::Available),
+    )
+}
+
+#[test]
+fn an_order_line_moves_between_buckets_and_fulfilment_relieves_it() {
+    use EventType::*;
+    use Measure::*;
+    let mut h = H::stocked();
+    h.send(1, order("storefront", OrderPlaced, Committed, 5, "WEB-1"))
+        .unwrap();
+    assert_eq!(bucket(&h), (100, 0, 5, 95));
+    let v = h.st.version;
+    // The WMS allocates the order: the promise becomes an allocation, in one version.
+    h.send(2, order("wms", Allocation, Allocated, 5, "WEB-1"))
+        .unwrap();
+    assert_eq!(bucket(&h), (100, 5, 0, 95));
+    assert_eq!(h.st.version, v + 1);
+    // It ships: on hand and the allocation go down together.
+    h.send(3, order("wms", Ship, OnHand, -5, "WEB-1")).unwrap();
+    assert_eq!(bucket(&h), (95, 0, 0, 95));
+    assert_eq!(h.st.version, v + 2);
+    // An order shipped without an allocation (ship-from-store) relieves its commitment.
+    h.send(4, order("storefront", OrderPlaced, Committed, 3, "WEB-2"))
+        .unwrap();
+    h.send(5, order("wms", Ship, OnHand, -3, "WEB-2")).unwrap();
+    assert_eq!(bucket(&h), (92, 0, 0, 92));
+    // A cancelled order releases what is still promised, once.
+    h.send(6, order("storefront", OrderPlaced, Committed, 4, "WEB-3"))
+        .unwrap();
+    h.send(7, order("storefront", OrderCancelled, Committed, -4, "WEB-3"))
+        .unwrap();
+    h.send(8, order("erp", OrderCancelled, Committed, -4, "WEB-3"))
+        .unwrap();
+    assert_eq!(bucket(&h), (92, 0, 0, 92));
+    // A deallocation of a live order gives the units back to its promise.
+    h.send(9, order("storefront", OrderPlaced, Committed, 2, "WEB-4"))
+        .unwrap();
+    h.send(10, order("wms", Allocation, Allocated, 2, "WEB-4"))
+        .unwrap();
+    h.send(11, order("wms", Deallocation, Allocated, -2, "WEB-4"))
+        .unwrap();
+    assert_eq!(bucket(&h), (92, 0, 2, 90));
+    // A normal day raised nothing.
+    h.run_timers(1_000_000);
+    assert!(h.kinds().is_empty(), "{:?}", h.kinds());
+}
+
+#[test]
+fn the_same_order_from_two_systems_counts_once() {
+    use EventType::*;
+    use Measure::*;
+    let mut h = H::stocked();
+    let mut line = order("storefront", OrderPlaced, Committed, 5, "WEB-7");
+    line.line_ref = Some("1".into());
+    h.send(1, line).unwrap();
+    let mut other_line = order("storefront", OrderPlaced, Committed, 1, "WEB-7");
+    other_line.line_ref = Some("2".into());
+    h.send(2, other_line).unwrap();
+    let v = h.st.version;
+    let mut erp = order("erp", OrderPlaced, Committed, 5, "WEB-7");
+    erp.line_ref = Some("1".into());
+    h.out.clear();
+    assert_eq!(h.send(600, erp), Ok(Outcome::Applied));
+    assert_eq!(bucket(&h), (100, 0, 6, 94));
+    assert_eq!(h.st.version, v, "a repeat is not a change");
+    assert!(h.out.is_empty(), "{:?}", h.out);
+}
+
+#[test]
+fn a_committed_reservation_is_the_orders_commitment() {
+    use EventType::*;
+    use Measure::*;
+    let mut h = H::stocked();
+    h.command(1, cmd(CommandKind::Reserve, "r1", 5, 600)).unwrap();
+    let mut commit = cmd(CommandKind::Commit, "r1", 0, 600);
+    commit.order_ref = Some("WEB-9".into());
+    h.command(2, commit).unwrap();
+    assert_eq!(bucket(&h), (100, 0, 5, 95));
+    // The storefront reports the order it placed after the commit: counted once.
+    h.send(3, order("storefront", OrderPlaced, Committed, 5, "WEB-9"))
+        .unwrap();
+    assert_eq!(bucket(&h), (100, 0, 5, 95));
+    h.send(4, order("wms", Allocation, Allocated, 5, "WEB-9"))
+        .unwrap();
+    h.send(5, order("wms", Ship, OnHand, -5, "WEB-9")).unwrap();
+    assert_eq!(bucket(&h), (95, 0, 0, 95));
+    assert!(h.kinds().is_empty(), "{:?}", h.kinds());
+}
+
+#[test]
+fn ids_are_remembered_for_the_horizon_not_for_the_last_few() {
+    use EventType::*;
+    use Measure::*;
+    let mut h = H::stocked();
+    let mut first = order("storefront", OrderPlaced, Committed, 1, "WEB-1");
+    first.event_id = "sf-ord-1".into();
+    h.send(1, first.clone()).unwrap();
+    for i in 0..100 {
+        h.send(2 + i, ev("wms", Receipt, OnHand, Mode::Delta, 1))
+            .unwrap();
+    }
+    // Redelivered two hours and a hundred events later: still a duplicate.
+    assert_eq!(h.send(7200, first.clone()), Ok(Outcome::Duplicate));
+    assert_eq!(h.st.value(Committed), 1);
+    // After the 24-hour horizon the id is forgotten.
+    let mut late = first;
+    late.order_ref = None;
+    assert_eq!(h.send(90_000, late), Ok(Outcome::Applied));
+    assert_eq!(h.st.value(Committed), 2);
+}
+
+#[test]
+fn authority_by_location_backorders_and_negative_stock_are_policies() {
+    let cfg = format!(
+        "{CONFIG}
+[[measures.on_hand.by_location]]
+prefix = \"STORE-\"
+authority = \"pos\"
+[rules]
+negative_on_hand = \"accept\"
+[[rules.backorder]]
+sku_prefix = \"PRE-\"
+"
+    );
+    let cfg: CascadeConfig = toml::from_str(&cfg).unwrap();
+    let model = Model::build(&cfg).unwrap();
+    let run = |sku: &str, location: &str, e: Vec<InventoryEvent>| {
+        let mut st = KeyState::default();
+        let mut out = Vec::new();
+        for (i, mut e) in e.into_iter().enumerate() {
+            e.sku = sku.into();
+            e.location = location.into();
+            e.event_id = format!("x{i}");
+            apply(&model, &mut st, Input::Event(&e), 1000, &mut out).unwrap();
+        }
+        (st, out)
+    };
+    let snap = |s: &str, q| ev(s, EventType::Snapshot, Measure::OnHand, Mode::Absolute, q);
+    // At a store the POS owns on_hand; the WMS's number is only its view.
+    let (st, _) = run("SKU-1", "STORE-7", vec![snap("pos", 12), snap("wms", 40)]);
+    assert_eq!(st.value(Measure::OnHand), 12);
+    let (st, _) = run("SKU-1", "DC-1", vec![snap("pos", 12), snap("wms", 40)]);
+    assert_eq!(st.value(Measure::OnHand), 40);
+    // A store's book stock may go negative when the retailer says so.
+    let (st, _) = run("SKU-1", "STORE-7", vec![snap("pos", -2)]);
+    assert_eq!(st.value(Measure::OnHand), -2);
+    // A preorder SKU takes orders beyond stock without an OVERSELL.
+    let place = || {
+        ev(
+            "storefront",
+            EventType::OrderPlaced,
+            Measure::Committed,
+            Mode::Delta,
+            5,
+        )
+    };
+    let (_, out) = run("PRE-1", "DC-1", vec![snap("wms", 0), place()]);
+    assert!(out.contains(&Output::Action(ActionCheck {
+        system: SysId::of("storefront"),
+        outcome: ActionOutcome::Backorder
+    })));
+    assert!(!out.iter().any(|o| matches!(o, Output::Alert(_))));
+    let (_, out) = run("SKU-1", "DC-1", vec![snap("wms", 0), place()]);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Alert(a) if a.kind == AlertKind::Oversell)));
+
+    // With the dead-letter policy a negative on_hand is rejected.
+    let cfg = format!("{CONFIG}\n[rules]\nnegative_on_hand = \"dead_letter\"\n");
+    let model = Model::build(&toml::from_str(&cfg).unwrap()).unwrap();
+    let mut e = snap("wms", -2);
+    e.event_id = "neg".into();
+    let err = apply(&model, &mut KeyState::default(), Input::Event(&e), 0, &mut Vec::new());
+    assert_eq!(err.unwrap_err().code(), "impossible_quantity");
+}
+
+#[test]
+fn a_system_that_keeps_catching_up_within_its_window_never_drifts() {
+    // The ERP syncs every 50 s (window 60 s); on hand changes every 10 s. Each batch reports
+    // the truth as of the batch: behind, never beyond its window.
+    let mut h = H::stocked();
+    let mut truth = 100;
+    let mut as_of_truth = 100;
+    for t in 1..=600 {
+        if t % 10 == 0 {
+            truth += 1;
+            h.send(t, ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1))
+                .unwrap();
+        }
+        if t % 50 == 0 {
+            as_of_truth = truth;
+        }
+        if t % 50 == 5 {
+            let mut batch = ev(
+                "erp",
+                EventType::Snapshot,
+                Measure::OnHand,
+                Mode::Absolute,
+                as_of_truth,
+            );
+            batch.data_as_of = Some((t - 5) * 1000);
+            h.send(t, batch).unwrap();
+        }
+    }
+    h.run_timers(600_000);
+    assert!(h.kinds().is_empty(), "{:?}", h.kinds());
+
+    // When it stops syncing, it drifts once, from the first change it missed.
+    h.out.clear();
+    for t in 601..=800 {
+        if t % 10 == 0 {
+            h.send(t, ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1))
+                .unwrap();
+        }
+    }
+    assert_eq!(h.kinds(), vec![AlertKind::Drift]);
 }

@@ -30,7 +30,7 @@ const CF_META: &str = "meta";
 const META_KEY: &[u8] = b"meta";
 
 /// The first byte of every encoded state: bumped when the layout changes incompatibly.
-pub const STATE_FORMAT: u8 = 2;
+pub const STATE_FORMAT: u8 = 3;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

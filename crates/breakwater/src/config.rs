@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use breakwater_core::model::{
-    AlertsConfig, CascadeConfig, ConfigErrors, HandoffConfig, MeasuresConfig, SystemConfig,
+    AlertsConfig, CascadeConfig, ConfigErrors, HandoffConfig, MeasuresConfig, RulesConfig,
+    SystemConfig,
 };
 use breakwater_core::Model;
 use figment::providers::{Env, Format as _, Toml};
@@ -330,6 +331,7 @@ const SECTIONS: &[&str] = &[
     "measures",
     "handoffs",
     "alerts",
+    "rules",
 ];
 
 impl Config {
@@ -397,6 +399,7 @@ impl Config {
         );
         let measures = section(&fig, "measures", &mut errs, Some(MeasuresConfig::default()));
         let alerts = section(&fig, "alerts", &mut errs, Some(AlertsConfig::default()));
+        let rules = section(&fig, "rules", &mut errs, Some(RulesConfig::default()));
         let systems: Vec<SystemConfig> = entries(&fig, "systems", &mut errs);
         let handoffs: Vec<HandoffConfig> = entries(&fig, "handoffs", &mut errs);
 
@@ -414,6 +417,7 @@ impl Config {
             measures: measures.unwrap_or_default(),
             handoffs,
             alerts: alerts.unwrap_or_default(),
+            rules: rules.unwrap_or_default(),
         };
         let model = match Model::build(&cascade) {
             Ok(m) => Some(m),

@@ -14,6 +14,9 @@ pub const PROPAGATIONS: &str = "breakwater_propagation_events_total";
 pub const ALERTS: &str = "breakwater_alerts_total";
 /// Reservation decisions, by decision.
 pub const DECISIONS: &str = "breakwater_reservation_decisions_total";
+/// Consuming actions (allocations, orders) that raised no alert, by system and outcome
+/// (`current`, `stale_sufficient`, `backorder`); alerted ones are in `breakwater_alerts_total`.
+pub const ACTIONS: &str = "breakwater_actions_total";
 /// Time from a change to a downstream system converging on it, by handoff (`origin->system`).
 pub const HANDOFF_LATENCY: &str = "breakwater_handoff_convergence_seconds";
 /// Convergences by handoff and whether they were inside the window (`within`: true/false).
@@ -68,6 +71,11 @@ pub fn describe() {
         DECISIONS,
         Unit::Count,
         "Reservation decisions, by decision."
+    );
+    describe_counter!(
+        ACTIONS,
+        Unit::Count,
+        "Allocations and orders that raised no alert, by system and outcome (current, stale_sufficient, backorder)."
     );
     describe_histogram!(
         HANDOFF_LATENCY,

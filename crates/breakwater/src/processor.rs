@@ -764,6 +764,11 @@ impl Engine {
                         .increment(1);
                     continue;
                 }
+                Output::Action(a) => {
+                    metrics::counter!(m::ACTIONS, "system" => self.model.name(a.system).to_owned(), "outcome" => a.outcome.as_str())
+                        .increment(1);
+                    continue;
+                }
             };
             self.begin()?;
             send(
