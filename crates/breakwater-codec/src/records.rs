@@ -7,7 +7,7 @@
 //! reused because their serde names are the Avro symbols, in schema order: see the tests).
 
 use breakwater_core::output::{Cause, RejectReason, RootCause};
-use breakwater_core::scenario::{alert_id, cascade_path};
+use breakwater_core::scenario::{alert_id, cascade_path, incident_id};
 use breakwater_core::{
     message_key, Alert, AlertKind, Decision, DecisionKind, Measure, Millis, Model, Propagation,
     Severity,
@@ -117,6 +117,10 @@ pub struct AlertRecord {
     pub root_cause: RootCauseRecord,
     /// System names from the root's system to `system`.
     pub cascade_path: Vec<String>,
+    /// The incident: `KIND/origin->system/<interval start ms>`, shared by the alerts of one
+    /// broken handoff (see `schemas/alert.avsc`).
+    #[serde(default)]
+    pub incident_id: String,
 }
 
 /// `ReservationDecision`: the answer to one reservation command, or a hold's expiry.
@@ -228,6 +232,7 @@ pub fn alert_record(model: &Model, sku: &str, location: &str, a: &Alert) -> Aler
         trigger_event_id: (!a.trigger.is_empty()).then(|| a.trigger.to_string()),
         root_cause: root_cause_record(model, &a.root),
         cascade_path: path,
+        incident_id: incident_id(model, a),
     }
 }
 

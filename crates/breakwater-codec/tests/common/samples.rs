@@ -123,6 +123,7 @@ pub fn resolved_drift() -> AlertRecord {
         trigger_event_id: None,
         root_cause: receipt_root(),
         cascade_path: vec!["wms".into(), "erp".into()],
+        incident_id: format!("DRIFT/wms->erp/{}", T0 - T0.rem_euclid(300_000)),
     }
 }
 
