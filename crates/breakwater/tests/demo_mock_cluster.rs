@@ -16,7 +16,6 @@ async fn the_demo_tells_both_stories() {
         kinds,
         vec![
             AlertKind::StaleAction,
-            AlertKind::Oversell,
             AlertKind::Drift,
             AlertKind::PhantomAvailability,
             AlertKind::Resolved,
