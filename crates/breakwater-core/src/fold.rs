@@ -468,8 +468,7 @@ fn plan_line(
     now: Millis,
 ) -> Option<LinePlan> {
     let ledger_commits = model.authority(st.class, Measure::Committed) == Authority::Ledger;
-    let allocates =
-        model.authority(st.class, Measure::Allocated) == Authority::System(v.system);
+    let allocates = model.authority(st.class, Measure::Allocated) == Authority::System(v.system);
     let ix = st
         .lines
         .iter()
@@ -519,7 +518,11 @@ fn plan_line(
             plan.own = -r;
         }
         (EventType::Allocation, Measure::Allocated) if allocates => {
-            let r = if ledger_commits { q.min(line.committed) } else { 0 };
+            let r = if ledger_commits {
+                q.min(line.committed)
+            } else {
+                0
+            };
             line.committed -= r;
             line.allocated = line.allocated.saturating_add(q);
             plan.extra[ci] = -r;
@@ -618,18 +621,18 @@ fn check_action(
     }
     // The changes the actor missed, oldest first: after its version, or after its data time.
     let missed_from = if stale {
-        st.history
-            .iter()
-            .position(|c| match v.based_on {
-                Some(b) => c.version > b,
-                None => v.e.data_as_of.is_some_and(|t| c.at > t),
-            })
+        st.history.iter().position(|c| match v.based_on {
+            Some(b) => c.version > b,
+            None => v.e.data_as_of.is_some_and(|t| c.at > t),
+        })
     } else {
         None
     };
     // What the actor saw: the sellable quantity just before the first change it missed (if
     // that is older than the history kept, it saw more than we remember: assume enough).
-    let seen = missed_from.and_then(|i| i.checked_sub(1)).map(|i| st.history[i].sellable);
+    let seen = missed_from
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| st.history[i].sellable);
     if let (Some(from), true) = (missed_from, seen.is_none_or(|s| consumption <= s)) {
         // The missed change that took the most away is the root.
         let mut best: Option<(i64, &Change)> = None;
@@ -715,10 +718,7 @@ fn check_unpropagated(
 ) {
     // `available` is a display, not a count: a storefront showing a number that came from
     // nowhere is PHANTOM_AVAILABILITY or DRIFT, judged by `evaluate_view`.
-    if m == Measure::Available
-        || !st.is_known(m)
-        || !held_to(model, st, st.views[vi].system, m)
-    {
+    if m == Measure::Available || !st.is_known(m) || !held_to(model, st, st.views[vi].system, m) {
         return;
     }
     let Some(r) = st.views[vi].readings[m.index()] else {
@@ -1438,10 +1438,7 @@ fn decide(
                 // then not counted again (nor is this COMMIT, if that came first).
                 if model.authority(st.class, Measure::Committed) == Authority::Ledger {
                     let order = c.order_ref.as_deref().filter(|o| !o.is_empty());
-                    let lid = line_id(
-                        order.unwrap_or(&c.reservation_id),
-                        c.line_ref.as_deref(),
-                    );
+                    let lid = line_id(order.unwrap_or(&c.reservation_id), c.line_ref.as_deref());
                     let horizon = horizon_start(model, now);
                     let known = st
                         .lines

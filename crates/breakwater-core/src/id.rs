@@ -161,6 +161,9 @@ mod tests {
         assert_eq!(fingerprint("foobar"), 0x8594_4171_f739_67e8);
         assert_eq!(fingerprint_parts(&["foobar"]), fingerprint("foobar"));
         assert_eq!(fingerprint_parts(&["a", "b"]), fingerprint("a\u{1f}b"));
-        assert_ne!(fingerprint_parts(&["ab", ""]), fingerprint_parts(&["a", "b"]));
+        assert_ne!(
+            fingerprint_parts(&["ab", ""]),
+            fingerprint_parts(&["a", "b"])
+        );
     }
 }

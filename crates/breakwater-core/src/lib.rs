@@ -12,6 +12,8 @@
 //!   timers, duplicate filters.
 //! - [`fold`]: `apply(model, state, input, now, out)`, the only way state changes.
 //! - [`output`]: propagation events, alerts and reservation decisions.
+//! - [`retail`]: a seeded, truth-scored retail-day generator (stores, DCs, orders with
+//!   lifecycles, ERP batches, a cached storefront, injected faults) and its scorer.
 //! - [`scenario`]: story files that drive tests, the demo and end-to-end runs.
 //! - [`id`]: inline identifiers, so the fold does not allocate.
 
@@ -20,6 +22,7 @@ pub mod fold;
 pub mod id;
 pub mod model;
 pub mod output;
+pub mod retail;
 pub mod scenario;
 pub mod state;
 

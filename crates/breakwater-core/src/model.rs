@@ -429,7 +429,8 @@ impl Model {
                                 format!("duplicate prefix {:?} (also by_location[{k}])", la.prefix),
                             );
                         }
-                        if let Some(a) = resolve(&la.authority, format!("{at}.authority"), &mut errs)
+                        if let Some(a) =
+                            resolve(&la.authority, format!("{at}.authority"), &mut errs)
                         {
                             prefixes.entry(&la.prefix).or_default()[m.index()] = Some(a);
                         }
@@ -523,7 +524,8 @@ impl Model {
             let mut a = authority;
             for m in Measure::STORED {
                 // Shortest to longest, so the longest matching override wins.
-                let mut matching: Vec<&&str> = by_len.iter().filter(|q| p.starts_with(**q)).collect();
+                let mut matching: Vec<&&str> =
+                    by_len.iter().filter(|q| p.starts_with(**q)).collect();
                 matching.sort_by_key(|q| q.len());
                 for q in matching {
                     if let Some(o) = prefixes[*q][m.index()] {
@@ -599,7 +601,8 @@ impl Model {
             .position(|p| location.starts_with(p.prefix.as_str()))
             .map_or(0, |i| i + 1);
         let backorder = self.rules.backorder.iter().any(|b| {
-            sku.starts_with(b.sku_prefix.as_str()) && location.starts_with(b.location_prefix.as_str())
+            sku.starts_with(b.sku_prefix.as_str())
+                && location.starts_with(b.location_prefix.as_str())
         });
         KeyClass {
             // At most u8::MAX profiles (checked in `build`).

@@ -282,8 +282,22 @@ fn impossible_events_are_rejected_and_change_nothing() {
         (Receipt, "wms", OnHand, Absolute, 5, "mode_not_allowed"),
         (Receipt, "wms", Committed, Delta, 5, "measure_not_allowed"),
         (CycleCount, "wms", OnHand, Delta, 5, "mode_not_allowed"),
-        (CycleCount, "wms", OnHand, Absolute, -1, "impossible_quantity"),
-        (Snapshot, "wms", Allocated, Absolute, -1, "impossible_quantity"),
+        (
+            CycleCount,
+            "wms",
+            OnHand,
+            Absolute,
+            -1,
+            "impossible_quantity",
+        ),
+        (
+            Snapshot,
+            "wms",
+            Allocated,
+            Absolute,
+            -1,
+            "impossible_quantity",
+        ),
         (
             Allocation,
             "wms",
@@ -451,7 +465,13 @@ fn stale_action_only_when_the_missed_changes_took_away_what_it_relied_on() {
     let mut h = H::stocked(); // 100 on hand, version 3
     h.send(
         1,
-        ev("wms", EventType::Allocation, Measure::Allocated, Mode::Delta, 90),
+        ev(
+            "wms",
+            EventType::Allocation,
+            Measure::Allocated,
+            Mode::Delta,
+            90,
+        ),
     )
     .unwrap(); // v4: 10 sellable
     h.send(
@@ -459,7 +479,7 @@ fn stale_action_only_when_the_missed_changes_took_away_what_it_relied_on() {
         ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 5),
     )
     .unwrap(); // v5: 15 sellable
-    // On version 3 (100 sellable), an order of 12: still covered by the 15 there are now.
+               // On version 3 (100 sellable), an order of 12: still covered by the 15 there are now.
     let mut order = ev(
         "storefront",
         EventType::OrderPlaced,
@@ -489,7 +509,11 @@ fn stale_action_only_when_the_missed_changes_took_away_what_it_relied_on() {
     h.send(4, order).unwrap();
     assert_eq!(h.kinds(), vec![AlertKind::StaleAction]);
     let a = h.alerts()[0];
-    assert_eq!(a.root.event_id.as_str(), "e4", "the allocation, not the receipt");
+    assert_eq!(
+        a.root.event_id.as_str(),
+        "e4",
+        "the allocation, not the receipt"
+    );
     assert_eq!((a.expected, a.observed), (6, 3));
 
     // On the current version, more than there is: OVERSELL, not STALE_ACTION.
@@ -874,7 +898,12 @@ fn reservations_grant_reject_commit_release_and_expire() {
     let again = h.decisions_full();
     assert_eq!(again.len(), 1);
     assert_eq!(
-        (again[0].kind, again[0].command_id.as_str(), again[0].decided_at, again[0].version),
+        (
+            again[0].kind,
+            again[0].command_id.as_str(),
+            again[0].decided_at,
+            again[0].version
+        ),
         (DecisionKind::Granted, "r1-RESERVE", 1000, 4),
         "the original decision, not a new one"
     );
@@ -939,8 +968,11 @@ fn an_order_line_moves_between_buckets_and_fulfilment_relieves_it() {
     // A cancelled order releases what is still promised, once.
     h.send(6, order("storefront", OrderPlaced, Committed, 4, "WEB-3"))
         .unwrap();
-    h.send(7, order("storefront", OrderCancelled, Committed, -4, "WEB-3"))
-        .unwrap();
+    h.send(
+        7,
+        order("storefront", OrderCancelled, Committed, -4, "WEB-3"),
+    )
+    .unwrap();
     h.send(8, order("erp", OrderCancelled, Committed, -4, "WEB-3"))
         .unwrap();
     assert_eq!(bucket(&h), (92, 0, 0, 92));
@@ -983,7 +1015,8 @@ fn a_committed_reservation_is_the_orders_commitment() {
     use EventType::*;
     use Measure::*;
     let mut h = H::stocked();
-    h.command(1, cmd(CommandKind::Reserve, "r1", 5, 600)).unwrap();
+    h.command(1, cmd(CommandKind::Reserve, "r1", 5, 600))
+        .unwrap();
     let mut commit = cmd(CommandKind::Commit, "r1", 0, 600);
     commit.order_ref = Some("WEB-9".into());
     h.command(2, commit).unwrap();
@@ -1082,7 +1115,13 @@ sku_prefix = \"PRE-\"
     let model = Model::build(&toml::from_str(&cfg).unwrap()).unwrap();
     let mut e = snap("wms", -2);
     e.event_id = "neg".into();
-    let err = apply(&model, &mut KeyState::default(), Input::Event(&e), 0, &mut Vec::new());
+    let err = apply(
+        &model,
+        &mut KeyState::default(),
+        Input::Event(&e),
+        0,
+        &mut Vec::new(),
+    );
     assert_eq!(err.unwrap_err().code(), "impossible_quantity");
 }
 
@@ -1096,8 +1135,11 @@ fn a_system_that_keeps_catching_up_within_its_window_never_drifts() {
     for t in 1..=600 {
         if t % 10 == 0 {
             truth += 1;
-            h.send(t, ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1))
-                .unwrap();
+            h.send(
+                t,
+                ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1),
+            )
+            .unwrap();
         }
         if t % 50 == 0 {
             as_of_truth = truth;
@@ -1121,8 +1163,11 @@ fn a_system_that_keeps_catching_up_within_its_window_never_drifts() {
     h.out.clear();
     for t in 601..=800 {
         if t % 10 == 0 {
-            h.send(t, ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1))
-                .unwrap();
+            h.send(
+                t,
+                ev("wms", EventType::Receipt, Measure::OnHand, Mode::Delta, 1),
+            )
+            .unwrap();
         }
     }
     assert_eq!(h.kinds(), vec![AlertKind::Drift]);
