@@ -529,6 +529,7 @@ fn plan_line(
             plan.consumption = q - r;
         }
         (EventType::Deallocation, Measure::Allocated) if allocates => {
+            ix?;
             let d = q.min(line.allocated);
             line.allocated -= d;
             if !line.cancelled && ledger_commits {
@@ -538,9 +539,8 @@ fn plan_line(
             }
         }
         (EventType::Pick | EventType::Ship, Measure::OnHand) => {
-            if ix.is_none() {
-                return None;
-            }
+            // A fulfilment of an order line we never saw has nothing to relieve.
+            ix?;
             let a = if allocates { q.min(line.allocated) } else { 0 };
             line.allocated -= a;
             plan.extra[ai] = -a;
@@ -554,9 +554,8 @@ fn plan_line(
             line.shipped = line.shipped.saturating_add(q);
         }
         (EventType::Pick | EventType::Ship, Measure::Allocated) => {
-            if ix.is_none() {
-                return None;
-            }
+            // A fulfilment of an order line we never saw has nothing to relieve.
+            ix?;
             line.allocated -= q.min(line.allocated);
         }
         _ => return None,
@@ -1276,13 +1275,12 @@ fn fire_timers(model: &Model, st: &mut KeyState, now: Millis, out: &mut Vec<Outp
     }
 }
 
-fn apply_command(
-    model: &Model,
-    st: &mut KeyState,
-    c: &ReservationCommand,
-    now: Millis,
-    out: &mut Vec<Output>,
-) -> Result<Outcome, Rejection> {
+/// Checks a reservation command without touching any state (an invalid quantity or TTL is
+/// not invalid input: it is answered with a REJECTED decision).
+///
+/// # Errors
+/// The first rule the command breaks.
+pub fn validate_command(c: &ReservationCommand) -> Result<(Id, Id, Id), Rejection> {
     if c.command_id.is_empty() {
         return Err(Rejection::Empty("command_id"));
     }
@@ -1296,9 +1294,21 @@ fn apply_command(
         return Err(Rejection::InvalidSku(c.sku.clone()));
     }
     let id = |field, s: &str| Id::new(s).map_err(|source| Rejection::IdTooLong { field, source });
-    let command_id = id("command_id", &c.command_id)?;
-    let reservation_id = id("reservation_id", &c.reservation_id)?;
-    let channel = id("channel", &c.channel)?;
+    Ok((
+        id("command_id", &c.command_id)?,
+        id("reservation_id", &c.reservation_id)?,
+        id("channel", &c.channel)?,
+    ))
+}
+
+fn apply_command(
+    model: &Model,
+    st: &mut KeyState,
+    c: &ReservationCommand,
+    now: Millis,
+    out: &mut Vec<Output>,
+) -> Result<Outcome, Rejection> {
+    let (command_id, reservation_id, channel) = validate_command(c)?;
     st.class = model.key_class(&c.sku, &c.location);
     let horizon = horizon_start(model, now);
     // Command ids share the duplicate filter with event ids; prefix so the two never collide.

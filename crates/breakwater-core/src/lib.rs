@@ -29,7 +29,7 @@ pub mod state;
 pub use event::{
     message_key, CommandKind, EventType, InventoryEvent, Measure, Millis, Mode, ReservationCommand,
 };
-pub use fold::{apply, validate, Input, Outcome, Rejection};
+pub use fold::{apply, validate, validate_command, Input, Outcome, Rejection};
 pub use id::Id;
 pub use model::{CascadeConfig, ConfigErrors, Model, SysId};
 pub use output::{Alert, AlertKind, Decision, DecisionKind, Output, Propagation, Severity};

@@ -455,6 +455,7 @@ mod tests {
             origin: SysId::of("wms"),
             at: 0,
             values: [0; 5],
+            sellable: 0,
         });
         let err = decode_state(&encode_state(&dangling)).unwrap_err();
         assert!(err.to_string().contains("root index 3"), "{err}");

@@ -271,6 +271,12 @@ pub struct ProcessorConfig {
     /// Hard deadline for a graceful shutdown (drain, commit, leave the group).
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// How long a task waits for an input partition that has records at the broker but none
+    /// fetched yet, before folding its other partitions without it (Kafka Streams'
+    /// `max.task.idle.ms`). Records of a task's partitions are folded in timestamp order; a
+    /// partition known to be caught up is never waited for.
+    #[serde(default = "default_max_task_idle_ms")]
+    pub max_task_idle_ms: u64,
 }
 
 const fn default_commit_interval_ms() -> u64 {
@@ -288,6 +294,11 @@ const fn default_max_cached_keys() -> usize {
 const fn default_shutdown_timeout_ms() -> u64 {
     30_000
 }
+/// A fetch from a healthy broker arrives in milliseconds; the bound only matters when one is
+/// slow or a partition cannot be told caught up.
+const fn default_max_task_idle_ms() -> u64 {
+    5_000
+}
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
@@ -296,6 +307,7 @@ impl Default for ProcessorConfig {
             max_batch_records: default_max_batch_records(),
             tick_interval_ms: default_tick_interval_ms(),
             max_cached_keys: default_max_cached_keys(),
+            max_task_idle_ms: default_max_task_idle_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
         }
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod partition_group;
 pub mod processor;
 pub mod service;
 pub mod topics;

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use breakwater_codec::records::{alert_record, decision_record, propagation_record};
 use breakwater_codec::{AnyCodec, Codec, CodecError, ErrorClass, WireRecord};
-use breakwater_core::fold::{apply, Input, Outcome};
+use breakwater_core::fold::{apply, validate, validate_command, Input, Outcome};
 use breakwater_core::{
     message_key, InventoryEvent, KeyState, Millis, Model, Output, ReservationCommand, SysId,
 };
 use breakwater_store::{decode_state, encode_state, Batch, Meta, PartitionStore, StoreError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -40,6 +40,18 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::metrics as m;
+use crate::partition_group::{Next, PartitionGroup};
+
+/// A topic buffer this long pauses fetching for that partition until it drains below
+/// [`RESUME_BELOW`], so a partition far ahead of the others does not fill memory.
+const PAUSE_ABOVE: usize = 20_000;
+/// See [`PAUSE_ABOVE`].
+const RESUME_BELOW: usize = 2_000;
+/// How long a fetched high watermark is trusted when telling whether an empty partition is
+/// caught up.
+const WATERMARK_TTL: Duration = Duration::from_secs(1);
+/// Records polled (without the engine lock) before the buffered ones are folded.
+const POLL_BURST: usize = 512;
 
 /// How long a missing or mis-partitioned topic is retried at start before it is fatal.
 const TOPIC_GRACE: Duration = Duration::from_secs(60);
@@ -165,6 +177,16 @@ struct Task {
     stream_time_dirty: bool,
     last_input: Instant,
     last_tick: Instant,
+    /// Fetched records not yet folded, merged in timestamp order.
+    group: PartitionGroup,
+    /// Per input topic (in `Engine::order`): the committed next offset when the partition
+    /// was assigned (-1 when none), for telling whether an empty partition is caught up
+    /// before the consumer has a position for it.
+    committed: Vec<i64>,
+    /// Per input topic: the high watermark and when it was fetched.
+    watermarks: Vec<Option<(Instant, i64)>>,
+    /// Per input topic: fetching is paused because its buffer is full.
+    paused: Vec<bool>,
 }
 
 impl Task {
@@ -231,6 +253,8 @@ struct Engine {
     rt: Handle,
     producer: BaseProducer<DeliveryContext>,
     topics: HashMap<String, TopicKind>,
+    /// The input topics sorted by name: the tie-break order of the timestamp merge.
+    order: Vec<String>,
     tasks: BTreeMap<i32, Task>,
     /// A transaction is open: outputs are sent into it as they are produced, so the network
     /// work overlaps processing and the commit only flushes, adds the offsets and ends it.
@@ -262,10 +286,10 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut e = lock(&self.engine);
-            if let Err(err) = e.open(tpl) {
+            if let Err(err) = e.open(consumer, tpl) {
                 warn!(error = %err, "opening assigned partitions failed");
                 lock(&self.error).get_or_insert(err);
             }
@@ -370,6 +394,11 @@ fn run_once(
         rt: rt.clone(),
         producer,
         topics: topics.clone(),
+        order: {
+            let mut o: Vec<String> = topics.keys().cloned().collect();
+            o.sort();
+            o
+        },
         tasks: BTreeMap::new(),
         in_txn: false,
         batch_records: 0,
@@ -407,23 +436,34 @@ fn run_once(
         if stop.load(Ordering::SeqCst) {
             break Ok(());
         }
-        let msg = consumer.poll(Duration::from_millis(20));
-        if let Some(err) = lock(&consumer.context().error).take() {
+        // Poll a burst without holding the engine (rebalance callbacks run inside poll and
+        // take it), buffering each record in its task; then fold what the merge allows.
+        let mut timeout = Duration::from_millis(20);
+        let mut failed = None;
+        for _ in 0..POLL_BURST {
+            let msg = consumer.poll(timeout);
+            if let Some(err) = lock(&consumer.context().error).take() {
+                failed = Some(err);
+                break;
+            }
+            match msg {
+                Some(Ok(msg)) => lock(&engine).buffer(msg.detach()),
+                Some(Err(err)) => {
+                    // Consumer-level errors (broker down, ...) are reported here; librdkafka
+                    // retries on its own, so log and go on.
+                    debug!(error = %err, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+            timeout = Duration::ZERO;
+        }
+        if let Some(err) = failed {
             break Err(err);
         }
         let mut e = lock(&engine);
-        match msg {
-            Some(Ok(msg)) => {
-                if let Err(err) = e.handle(&msg) {
-                    break Err(err);
-                }
-            }
-            Some(Err(err)) => {
-                // Consumer-level errors (broker down, ...) are reported here; librdkafka
-                // retries on its own, so log and go on.
-                debug!(error = %err, "consumer error");
-            }
-            None => {}
+        if let Err(err) = e.drain(&consumer) {
+            break Err(err);
         }
         if e.batch_records >= cfg.processor.max_batch_records
             || last_commit.elapsed() >= commit_every
@@ -521,8 +561,84 @@ fn check_topics(cfg: &Config) -> Result<HashMap<String, TopicKind>, ProcessorErr
 }
 
 impl Engine {
+    /// Buffers a fetched record in its task, to be folded in timestamp order by
+    /// [`Engine::drain`].
+    fn buffer(&mut self, msg: OwnedMessage) {
+        let Some(ti) = self.order.iter().position(|t| t == msg.topic()) else {
+            return;
+        };
+        if let Some(task) = self.tasks.get_mut(&msg.partition()) {
+            task.group.push(ti, msg);
+        }
+        // Not (or no longer) ours: the next owner fetches it again.
+    }
+
+    /// Folds every buffered record the timestamp merge allows, task by task; pauses topics
+    /// whose buffer is full and resumes drained ones.
+    fn drain(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), ProcessorError> {
+        let max_idle = Duration::from_millis(self.cfg.processor.max_task_idle_ms);
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in partitions {
+            // The consumer's positions, read at most once per drain and only if needed.
+            let mut positions: Option<TopicPartitionList> = None;
+            while let Some(task) = self.tasks.get_mut(&p) {
+                let order = &self.order;
+                let (group, watermarks, committed) =
+                    (&mut task.group, &mut task.watermarks, &task.committed);
+                let caught_up = |ti: usize| {
+                    let pos = positions
+                        .get_or_insert_with(|| consumer.position().unwrap_or_default())
+                        .find_partition(&order[ti], p)
+                        .and_then(|e| e.offset().to_raw())
+                        .filter(|o| *o >= 0)
+                        .unwrap_or(committed[ti]);
+                    caught_up(consumer, &order[ti], p, pos, &mut watermarks[ti])
+                };
+                match group.next(caught_up, Instant::now(), max_idle) {
+                    Next::Record(ti) => {
+                        let Some(msg) = group.pop(ti) else { break };
+                        self.handle(&msg)?;
+                    }
+                    Next::Wait | Next::Empty => break,
+                }
+            }
+            self.flow_control(consumer, p);
+        }
+        Ok(())
+    }
+
+    /// Pauses fetching for a topic of partition `p` whose buffer is full, and resumes one
+    /// that has drained.
+    fn flow_control(&mut self, consumer: &BaseConsumer<ConsumerCtx>, p: i32) {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return;
+        };
+        for (ti, topic) in self.order.iter().enumerate() {
+            let len = task.group.len(ti);
+            let want = if task.paused[ti] {
+                len >= RESUME_BELOW
+            } else {
+                len > PAUSE_ABOVE
+            };
+            if want == task.paused[ti] {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, p);
+            let done = if want {
+                consumer.pause(&tpl)
+            } else {
+                consumer.resume(&tpl)
+            };
+            match done {
+                Ok(()) => task.paused[ti] = want,
+                Err(e) => warn!(error = %e, topic, partition = p, "pause/resume failed"),
+            }
+        }
+    }
+
     /// Folds one input record.
-    fn handle(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ProcessorError> {
+    fn handle<M: Message>(&mut self, msg: &M) -> Result<(), ProcessorError> {
         let topic = msg.topic();
         let partition = msg.partition();
         tracing::trace!(topic, partition, offset = msg.offset(), "record");
@@ -536,15 +652,9 @@ impl Engine {
         task.positions.insert(topic.to_owned(), msg.offset() + 1);
         task.last_input = Instant::now();
         self.batch_records += 1;
-        let ts = msg.timestamp().to_millis().unwrap_or_else(wall_ms);
-        let now = ts.max(task.meta.stream_time);
-        if now != task.meta.stream_time {
-            task.meta.stream_time = now;
-            task.stream_time_dirty = true;
-        }
-        // Timers due by now fire first, each at its own deadline: the same order the pure
-        // fold's scenario runner uses.
-        self.fire_timers(partition, now)?;
+        // A record without a timestamp is folded at the partition's stream time: the wall
+        // clock has no place on the fold path.
+        let ts = msg.timestamp().to_millis();
 
         let Some(payload) = msg.payload() else {
             return self.dead_letter(msg, "empty_payload", "record has no value".into());
@@ -553,6 +663,8 @@ impl Engine {
             TopicKind::Ticks => {
                 metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => "tick")
                     .increment(1);
+                let now = self.advance(partition, ts)?;
+                let _ = now;
                 Ok(())
             }
             TopicKind::Events(system) => {
@@ -572,6 +684,11 @@ impl Engine {
                 if let Some(reason) = key_problem(msg, &key) {
                     return self.dead_letter(msg, "key_mismatch", reason);
                 }
+                // A record that fails validation moves no clock.
+                if let Err(r) = validate(&self.model, &event) {
+                    return self.dead_letter(msg, r.code(), r.to_string());
+                }
+                let now = self.advance(partition, ts)?;
                 self.fold(
                     msg,
                     &key,
@@ -590,6 +707,10 @@ impl Engine {
                 if let Some(reason) = key_problem(msg, &key) {
                     return self.dead_letter(msg, "key_mismatch", reason);
                 }
+                if let Err(r) = validate_command(&cmd) {
+                    return self.dead_letter(msg, r.code(), r.to_string());
+                }
+                let now = self.advance(partition, ts)?;
                 self.fold(
                     msg,
                     &key,
@@ -600,6 +721,21 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// Moves partition `p`'s stream time to the record's timestamp (never back) and fires the
+    /// timers due by then, each at its own deadline: the same order the pure replay uses.
+    fn advance(&mut self, p: i32, ts: Option<Millis>) -> Result<Millis, ProcessorError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(ts.unwrap_or(0));
+        };
+        let now = ts.map_or(task.meta.stream_time, |t| t.max(task.meta.stream_time));
+        if now != task.meta.stream_time {
+            task.meta.stream_time = now;
+            task.stream_time_dirty = true;
+        }
+        self.fire_timers(p, now)?;
+        Ok(now)
     }
 
     /// Decodes with retry on transient registry errors; `Ok(Err)` is bad data.
@@ -628,9 +764,9 @@ impl Engine {
         }
     }
 
-    fn fold(
+    fn fold<M: Message>(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &M,
         key: &str,
         sku: &str,
         location: &str,
@@ -807,9 +943,9 @@ impl Engine {
 
     /// Sends `msg` unchanged to the dead-letter topic with the reason in headers. The offset
     /// still advances: the record is handled, not lost.
-    fn dead_letter(
+    fn dead_letter<M: Message>(
         &mut self,
-        msg: &BorrowedMessage<'_>,
+        msg: &M,
         code: &'static str,
         reason: String,
     ) -> Result<(), ProcessorError> {
@@ -876,7 +1012,13 @@ impl Engine {
         let idle: Vec<i32> = self
             .tasks
             .iter_mut()
-            .filter(|(_, t)| t.last_input.elapsed() >= every && t.last_tick.elapsed() >= every)
+            // A partition with input buffered or still being fetched is not idle.
+            .filter(|(_, t)| {
+                t.group.buffered() == 0
+                    && !t.group.waiting()
+                    && t.last_input.elapsed() >= every
+                    && t.last_tick.elapsed() >= every
+            })
             .map(|(p, t)| {
                 t.last_tick = Instant::now();
                 *p
@@ -1037,8 +1179,18 @@ impl Engine {
     }
 
     /// Opens, restores and starts the tasks of newly assigned partitions.
-    fn open(&mut self, tpl: &TopicPartitionList) -> Result<(), ProcessorError> {
+    fn open(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(), ProcessorError> {
         let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // Where each assigned input partition resumes: an empty partition is caught up when
+        // its position reaches the high watermark, and until the consumer has fetched from
+        // it, its position is the committed offset.
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(30))
+            .map_err(kafka("committed_offsets"))?;
         // Not ready while restoring.
         self.shared.ready.store(false, Ordering::SeqCst);
         for p in partitions {
@@ -1070,6 +1222,20 @@ impl Engine {
                     stream_time_dirty: false,
                     last_input: Instant::now(),
                     last_tick: Instant::now(),
+                    group: PartitionGroup::new(self.order.len()),
+                    committed: self
+                        .order
+                        .iter()
+                        .map(|t| {
+                            committed
+                                .find_partition(t, p)
+                                .and_then(|e| e.offset().to_raw())
+                                .filter(|o| *o >= 0)
+                                .unwrap_or(-1)
+                        })
+                        .collect(),
+                    watermarks: vec![None; self.order.len()],
+                    paused: vec![false; self.order.len()],
                 },
             );
         }
@@ -1095,6 +1261,37 @@ impl Engine {
             info!(partition = p, "partition closed");
         }
     }
+}
+
+/// Whether input partition (`topic`, `p`), with nothing buffered and the consumer at `pos`,
+/// has nothing more at the broker: `pos` has reached the high watermark (librdkafka steps
+/// the position over transaction markers). The watermark is fetched at most once per
+/// [`WATERMARK_TTL`]; a fetch that fails counts as "not known to be caught up".
+fn caught_up(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    topic: &str,
+    p: i32,
+    pos: i64,
+    cache: &mut Option<(Instant, i64)>,
+) -> bool {
+    let fresh = cache.filter(|(at, _)| at.elapsed() < WATERMARK_TTL);
+    let high = match fresh {
+        Some((_, high)) => high,
+        None => match consumer.fetch_watermarks(topic, p, Duration::from_secs(2)) {
+            Ok((low, high)) => {
+                *cache = Some((Instant::now(), high));
+                if pos < 0 {
+                    return low >= high;
+                }
+                high
+            }
+            Err(e) => {
+                debug!(error = %e, topic, partition = p, "watermarks unavailable");
+                return false;
+            }
+        },
+    };
+    pos >= 0 && pos >= high
 }
 
 fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -1247,7 +1444,7 @@ fn restore(cfg: &Config, store: &PartitionStore, p: i32) -> Result<Meta, Process
 
 /// The message key must be the event's `sku|location`: anything else means the producer
 /// keyed it differently, and it may sit in the wrong partition.
-fn key_problem(msg: &BorrowedMessage<'_>, key: &str) -> Option<String> {
+fn key_problem<M: Message>(msg: &M, key: &str) -> Option<String> {
     match msg.key() {
         Some(k) if k == key.as_bytes() => None,
         Some(k) => Some(format!(
