@@ -47,9 +47,6 @@ use crate::partition_group::{Next, PartitionGroup};
 const PAUSE_ABOVE: usize = 20_000;
 /// See [`PAUSE_ABOVE`].
 const RESUME_BELOW: usize = 2_000;
-/// How long a fetched high watermark is trusted when telling whether an empty partition is
-/// caught up.
-const WATERMARK_TTL: Duration = Duration::from_secs(1);
 /// Records polled (without the engine lock) before the buffered ones are folded.
 const POLL_BURST: usize = 512;
 
@@ -179,12 +176,9 @@ struct Task {
     last_tick: Instant,
     /// Fetched records not yet folded, merged in timestamp order.
     group: PartitionGroup,
-    /// Per input topic (in `Engine::order`): the committed next offset when the partition
-    /// was assigned (-1 when none), for telling whether an empty partition is caught up
-    /// before the consumer has a position for it.
-    committed: Vec<i64>,
-    /// Per input topic: the high watermark and when it was fetched.
-    watermarks: Vec<Option<(Instant, i64)>>,
+    /// Per input topic (in `Engine::order`): the offset after the last record fetched, or
+    /// the committed offset at assignment (-1 when neither is known).
+    fetched: Vec<i64>,
     /// Per input topic: fetching is paused because its buffer is full.
     paused: Vec<bool>,
 }
@@ -260,6 +254,8 @@ struct Engine {
     /// work overlaps processing and the commit only flushes, adds the offsets and ends it.
     in_txn: bool,
     batch_records: usize,
+    /// Drain rounds so far (which task goes first).
+    drains: usize,
     out: Vec<Output>,
     shared: Arc<Shared>,
 }
@@ -268,9 +264,24 @@ struct Engine {
 struct ConsumerCtx {
     engine: Arc<Mutex<Engine>>,
     error: Mutex<Option<ProcessorError>>,
+    /// Per input partition, from librdkafka's statistics: the consumer's position (stepped
+    /// over transaction markers) and the last stable offset at the broker. No network call:
+    /// librdkafka learns both from its fetches.
+    offsets: Mutex<HashMap<(String, i32), (i64, i64)>>,
 }
 
-impl ClientContext for ConsumerCtx {}
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut offsets = lock(&self.offsets);
+        for (name, topic) in &statistics.topics {
+            for (p, part) in &topic.partitions {
+                if *p >= 0 {
+                    offsets.insert((name.clone(), *p), (part.app_offset, part.ls_offset));
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -402,6 +413,7 @@ fn run_once(
         tasks: BTreeMap::new(),
         in_txn: false,
         batch_records: 0,
+        drains: 0,
         out: Vec::with_capacity(64),
         shared: Arc::clone(shared),
     }));
@@ -419,9 +431,20 @@ fn run_once(
         if cfg.kafka.static_membership {
             c.set("group.instance.id", &cfg.kafka.instance_id);
         }
+        // Statistics every 100 ms carry each partition's last stable offset, which tells the
+        // timestamp merge whether an empty partition is caught up (unless the operator set
+        // another interval).
+        if !cfg
+            .kafka
+            .librdkafka_options
+            .contains_key("statistics.interval.ms")
+        {
+            c.set("statistics.interval.ms", "100");
+        }
         c.create_with_context(ConsumerCtx {
             engine: Arc::clone(&engine),
             error: Mutex::new(None),
+            offsets: Mutex::new(HashMap::new()),
         })
         .map_err(kafka("create consumer"))?
     };
@@ -462,7 +485,11 @@ fn run_once(
             break Err(err);
         }
         let mut e = lock(&engine);
-        if let Err(err) = e.drain(&consumer) {
+        // Fold for at most one commit interval: a transaction must not outlive
+        // `transaction_timeout_ms`, however large the backlog, and polling must not starve
+        // folding.
+        let due = Instant::now() + commit_every;
+        if let Err(err) = e.drain(&consumer, due) {
             break Err(err);
         }
         if e.batch_records >= cfg.processor.max_batch_records
@@ -568,32 +595,43 @@ impl Engine {
             return;
         };
         if let Some(task) = self.tasks.get_mut(&msg.partition()) {
+            task.fetched[ti] = task.fetched[ti].max(msg.offset() + 1);
             task.group.push(ti, msg);
         }
         // Not (or no longer) ours: the next owner fetches it again.
     }
 
-    /// Folds every buffered record the timestamp merge allows, task by task; pauses topics
-    /// whose buffer is full and resumes drained ones.
-    fn drain(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), ProcessorError> {
+    /// Folds the buffered records the timestamp merge allows, task by task, until `due` or a
+    /// full batch; pauses topics whose buffer is full and resumes drained ones.
+    fn drain(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        due: Instant,
+    ) -> Result<(), ProcessorError> {
         let max_idle = Duration::from_millis(self.cfg.processor.max_task_idle_ms);
-        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        // Start with a different task each time, so one task's backlog cannot starve the
+        // others of the batch's time.
+        let mut partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        if !partitions.is_empty() {
+            self.drains = self.drains.wrapping_add(1);
+            let k = self.drains % partitions.len();
+            partitions.rotate_left(k);
+        }
         for p in partitions {
-            // The consumer's positions, read at most once per drain and only if needed.
-            let mut positions: Option<TopicPartitionList> = None;
             while let Some(task) = self.tasks.get_mut(&p) {
                 let order = &self.order;
-                let (group, watermarks, committed) =
-                    (&mut task.group, &mut task.watermarks, &task.committed);
+                let (group, fetched) = (&mut task.group, &task.fetched);
                 let caught_up = |ti: usize| {
-                    let pos = positions
-                        .get_or_insert_with(|| consumer.position().unwrap_or_default())
-                        .find_partition(&order[ti], p)
-                        .and_then(|e| e.offset().to_raw())
-                        .filter(|o| *o >= 0)
-                        .unwrap_or(committed[ti]);
-                    caught_up(consumer, &order[ti], p, pos, &mut watermarks[ti])
+                    let stats = lock(&consumer.context().offsets)
+                        .get(&(order[ti].clone(), p))
+                        .copied();
+                    caught_up(stats, fetched[ti])
                 };
+                if self.batch_records >= self.cfg.processor.max_batch_records
+                    || Instant::now() >= due
+                {
+                    break;
+                }
                 match group.next(caught_up, Instant::now(), max_idle) {
                     Next::Record(ti) => {
                         let Some(msg) = group.pop(ti) else { break };
@@ -1223,7 +1261,7 @@ impl Engine {
                     last_input: Instant::now(),
                     last_tick: Instant::now(),
                     group: PartitionGroup::new(self.order.len()),
-                    committed: self
+                    fetched: self
                         .order
                         .iter()
                         .map(|t| {
@@ -1234,7 +1272,6 @@ impl Engine {
                                 .unwrap_or(-1)
                         })
                         .collect(),
-                    watermarks: vec![None; self.order.len()],
                     paused: vec![false; self.order.len()],
                 },
             );
@@ -1263,35 +1300,14 @@ impl Engine {
     }
 }
 
-/// Whether input partition (`topic`, `p`), with nothing buffered and the consumer at `pos`,
-/// has nothing more at the broker: `pos` has reached the high watermark (librdkafka steps
-/// the position over transaction markers). The watermark is fetched at most once per
-/// [`WATERMARK_TTL`]; a fetch that fails counts as "not known to be caught up".
-fn caught_up(
-    consumer: &BaseConsumer<ConsumerCtx>,
-    topic: &str,
-    p: i32,
-    pos: i64,
-    cache: &mut Option<(Instant, i64)>,
-) -> bool {
-    let fresh = cache.filter(|(at, _)| at.elapsed() < WATERMARK_TTL);
-    let high = match fresh {
-        Some((_, high)) => high,
-        None => match consumer.fetch_watermarks(topic, p, Duration::from_secs(2)) {
-            Ok((low, high)) => {
-                *cache = Some((Instant::now(), high));
-                if pos < 0 {
-                    return low >= high;
-                }
-                high
-            }
-            Err(e) => {
-                debug!(error = %e, topic, partition = p, "watermarks unavailable");
-                return false;
-            }
-        },
-    };
-    pos >= 0 && pos >= high
+/// Whether an input partition with nothing buffered has nothing more at the broker, from
+/// librdkafka's statistics (`app_offset`, `ls_offset`) and the offset after the last record
+/// fetched. Unknown (no statistics yet) counts as "not known to be caught up".
+fn caught_up(stats: Option<(i64, i64)>, fetched: i64) -> bool {
+    match stats {
+        Some((app, last_stable)) if last_stable >= 0 => app.max(fetched) >= last_stable,
+        _ => false,
+    }
 }
 
 fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
