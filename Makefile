@@ -10,9 +10,12 @@ CARGO ?= cargo
 
 .PHONY: demo test build lint fmt kafka-start kafka-stop bench
 
-## Run the embedded demo: in-process Kafka, the article's SKU-1247 story.
+## Run the embedded demo: in-process Kafka, the article's SKU-1247 story. Built with exactly
+## the same invocation as `make test` (`cargo run -p breakwater` resolves other features and
+## would rebuild RocksDB and most crates), so running one after the other builds nothing twice.
 demo:
-	$(CARGO) run -p breakwater -- demo
+	$(CARGO) build --workspace --all-targets --locked
+	"$(CARGO_TARGET_DIR)/debug/breakwater" demo
 
 ## Build, start a real Kafka broker, run every test (unit, mock cluster, real broker), stop
 ## the broker even on failure; non-zero exit on any failure.

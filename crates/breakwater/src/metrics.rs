@@ -14,6 +14,9 @@ pub const PROPAGATIONS: &str = "breakwater_propagation_events_total";
 pub const ALERTS: &str = "breakwater_alerts_total";
 /// Reservation decisions, by decision.
 pub const DECISIONS: &str = "breakwater_reservation_decisions_total";
+/// Records folded without waiting for an input partition that was still behind, by
+/// partition: the timestamp order was not guaranteed for them.
+pub const ENFORCED: &str = "breakwater_enforced_processing_total";
 /// Consuming actions (allocations, orders) that raised no alert, by system and outcome
 /// (`current`, `stale_sufficient`, `backorder`); alerted ones are in `breakwater_alerts_total`.
 pub const ACTIONS: &str = "breakwater_actions_total";
@@ -71,6 +74,11 @@ pub fn describe() {
         DECISIONS,
         Unit::Count,
         "Reservation decisions, by decision."
+    );
+    describe_counter!(
+        ENFORCED,
+        Unit::Count,
+        "Records folded without waiting for a partition that was still behind (max_task_idle_ms passed), by partition."
     );
     describe_counter!(
         ACTIONS,

@@ -183,14 +183,17 @@ mod tests {
         let mut g = PartitionGroup::new(2);
         let (mut ia, mut ib) = (0, 0);
         let mut got = Vec::new();
+        let mut round = 0;
         while got.len() < 100 {
+            round += 1;
+            assert!(round < 1000, "no progress after {} records", got.len());
             for _ in 0..3 {
                 if ia < a.len() {
                     g.push(0, a[ia].clone());
                     ia += 1;
                 }
             }
-            if ib < b.len() && got.len() % 2 == 0 {
+            if ib < b.len() && round % 2 == 0 {
                 g.push(1, b[ib].clone());
                 ib += 1;
             }

@@ -632,8 +632,14 @@ impl Engine {
                 {
                     break;
                 }
+                let enforced = group.enforced_count;
                 match group.next(caught_up, Instant::now(), max_idle) {
                     Next::Record(ti) => {
+                        if group.enforced_count != enforced {
+                            warn!(partition = p, "a partition was still behind after max_task_idle_ms; folding without it");
+                            metrics::counter!(m::ENFORCED, "partition" => p.to_string())
+                                .increment(1);
+                        }
                         let Some(msg) = group.pop(ti) else { break };
                         self.handle(&msg)?;
                     }
