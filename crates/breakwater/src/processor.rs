@@ -264,10 +264,10 @@ struct Engine {
 struct ConsumerCtx {
     engine: Arc<Mutex<Engine>>,
     error: Mutex<Option<ProcessorError>>,
-    /// Per input partition, from librdkafka's statistics: the consumer's position (stepped
-    /// over transaction markers) and the last stable offset at the broker. No network call:
-    /// librdkafka learns both from its fetches.
-    offsets: Mutex<HashMap<(String, i32), (i64, i64)>>,
+    /// Per input partition, from librdkafka's statistics: the low watermark, the consumer's
+    /// position (stepped over transaction markers) and the last stable offset at the broker.
+    /// No network call: librdkafka learns them from its fetches.
+    offsets: Mutex<HashMap<(String, i32), (i64, i64, i64)>>,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -276,7 +276,10 @@ impl ClientContext for ConsumerCtx {
         for (name, topic) in &statistics.topics {
             for (p, part) in &topic.partitions {
                 if *p >= 0 {
-                    offsets.insert((name.clone(), *p), (part.app_offset, part.ls_offset));
+                    offsets.insert(
+                        (name.clone(), *p),
+                        (part.lo_offset, part.app_offset, part.ls_offset),
+                    );
                 }
             }
         }
@@ -1307,11 +1310,16 @@ impl Engine {
 }
 
 /// Whether an input partition with nothing buffered has nothing more at the broker, from
-/// librdkafka's statistics (`app_offset`, `ls_offset`) and the offset after the last record
-/// fetched. Unknown (no statistics yet) counts as "not known to be caught up".
-fn caught_up(stats: Option<(i64, i64)>, fetched: i64) -> bool {
+/// librdkafka's statistics (`lo_offset`, `app_offset`, `ls_offset`) and the offset after the
+/// last record fetched (or committed). With no position at all the consumer starts at the low
+/// watermark. Unknown (no statistics yet) counts as "not known to be caught up".
+fn caught_up(stats: Option<(i64, i64, i64)>, fetched: i64) -> bool {
     match stats {
-        Some((app, last_stable)) if last_stable >= 0 => app.max(fetched) >= last_stable,
+        Some((low, app, last_stable)) if last_stable >= 0 => {
+            let pos = app.max(fetched);
+            let pos = if pos < 0 { low } else { pos };
+            pos >= last_stable
+        }
         _ => false,
     }
 }
