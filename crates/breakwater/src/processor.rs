@@ -267,7 +267,18 @@ struct ConsumerCtx {
     /// Per input partition, from librdkafka's statistics: the low watermark, the consumer's
     /// position (stepped over transaction markers) and the last stable offset at the broker.
     /// No network call: librdkafka learns them from its fetches.
-    offsets: Mutex<HashMap<(String, i32), (i64, i64, i64)>>,
+    offsets: Mutex<HashMap<(String, i32), BrokerOffsets>>,
+}
+
+/// One input partition's offsets as librdkafka's statistics report them.
+#[derive(Clone, Copy, Debug)]
+struct BrokerOffsets {
+    /// The low watermark.
+    low: i64,
+    /// The offset after the last record passed to the application (-1001 when none).
+    position: i64,
+    /// The last stable offset (the high watermark for non-transactional data).
+    last_stable: i64,
 }
 
 impl ClientContext for ConsumerCtx {
@@ -278,7 +289,11 @@ impl ClientContext for ConsumerCtx {
                 if *p >= 0 {
                     offsets.insert(
                         (name.clone(), *p),
-                        (part.lo_offset, part.app_offset, part.ls_offset),
+                        BrokerOffsets {
+                            low: part.lo_offset,
+                            position: part.app_offset,
+                            last_stable: part.ls_offset,
+                        },
                     );
                 }
             }
@@ -1313,12 +1328,12 @@ impl Engine {
 /// librdkafka's statistics (`lo_offset`, `app_offset`, `ls_offset`) and the offset after the
 /// last record fetched (or committed). With no position at all the consumer starts at the low
 /// watermark. Unknown (no statistics yet) counts as "not known to be caught up".
-fn caught_up(stats: Option<(i64, i64, i64)>, fetched: i64) -> bool {
+fn caught_up(stats: Option<BrokerOffsets>, fetched: i64) -> bool {
     match stats {
-        Some((low, app, last_stable)) if last_stable >= 0 => {
-            let pos = app.max(fetched);
-            let pos = if pos < 0 { low } else { pos };
-            pos >= last_stable
+        Some(o) if o.last_stable >= 0 => {
+            let pos = o.position.max(fetched);
+            let pos = if pos < 0 { o.low } else { pos };
+            pos >= o.last_stable
         }
         _ => false,
     }
@@ -1510,5 +1525,34 @@ fn decision_label(k: breakwater_core::DecisionKind) -> &'static str {
         Committed => "COMMITTED",
         Released => "RELEASED",
         Expired => "EXPIRED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{caught_up, BrokerOffsets};
+
+    fn at(low: i64, position: i64, last_stable: i64) -> Option<BrokerOffsets> {
+        Some(BrokerOffsets {
+            low,
+            position,
+            last_stable,
+        })
+    }
+
+    #[test]
+    fn an_empty_partition_is_caught_up_only_when_known_to_be() {
+        // No statistics yet: not known.
+        assert!(!caught_up(None, 10));
+        // Fetched to the end.
+        assert!(caught_up(at(0, -1001, 10), 10));
+        // Records at the broker not fetched yet.
+        assert!(!caught_up(at(0, 7, 10), 7));
+        // A transactional topic: the position steps over the commit marker after the last
+        // record, which our own "last fetched + 1" does not.
+        assert!(caught_up(at(0, 11, 11), 10));
+        // Never fetched, nothing committed: the consumer starts at the low watermark.
+        assert!(caught_up(at(5, -1001, 5), -1));
+        assert!(!caught_up(at(0, -1001, 5), -1));
     }
 }

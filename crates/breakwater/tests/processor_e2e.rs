@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use breakwater_codec::records::{AlertRecord, PropagationRecord};
-use breakwater_core::scenario::{Scenario, ScenarioInput};
-use breakwater_core::{message_key, AlertKind};
+use breakwater_core::scenario::Scenario;
+use breakwater_core::AlertKind;
 use common::processor::{
-    config, config_text, free_port, http_get, producer, read_all, send_sync, wait_caught_up,
+    config, config_text, free_port, http_get, producer, read_all, send_sync, wait_caught_up, wire,
     with_http_port,
 };
 
@@ -83,22 +83,7 @@ async fn the_article_story_end_to_end() {
             running = Some(start(cfg.clone()).await);
             restarted = true;
         }
-        let (topic, payload) = match &input {
-            ScenarioInput::Event(e) => (
-                cfg.model
-                    .system_by_name(&e.system)
-                    .unwrap()
-                    .input_topic
-                    .clone(),
-                serde_json::to_vec(e).unwrap(),
-            ),
-            ScenarioInput::Command(c) => (
-                cfg.topics.reservations.clone(),
-                serde_json::to_vec(c).unwrap(),
-            ),
-        };
-        let (sku, loc) = input.key();
-        let key = message_key(sku, loc);
+        let (topic, key, payload) = wire(&cfg, &input);
         send_sync(&p, &topic, Some(key.as_bytes()), &payload, at);
         // One step at a time: the story's order across topics is the order it is told in.
         let b = bootstrap.clone();

@@ -93,22 +93,7 @@ fn config_text(bootstrap: &str, inputs: &str, outputs: &str, state: &Path, port:
 fn publish(bootstrap: &str, cfg: &breakwater::Config, inputs: &[(i64, ScenarioInput)]) {
     let p = common::processor::producer(bootstrap);
     for (t, input) in inputs {
-        let (topic, payload) = match input {
-            ScenarioInput::Event(e) => (
-                cfg.model
-                    .system_by_name(&e.system)
-                    .unwrap()
-                    .input_topic
-                    .clone(),
-                serde_json::to_vec(e).unwrap(),
-            ),
-            ScenarioInput::Command(c) => (
-                cfg.topics.reservations.clone(),
-                serde_json::to_vec(c).unwrap(),
-            ),
-        };
-        let (sku, loc) = input.key();
-        let key = message_key(sku, loc);
+        let (topic, key, payload) = common::processor::wire(cfg, input);
         let mut rec = BaseRecord::to(&topic)
             .key(key.as_bytes())
             .payload(&payload)

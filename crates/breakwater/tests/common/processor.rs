@@ -47,6 +47,30 @@ pub fn producer(bootstrap: &str) -> BaseProducer {
         .expect("producer")
 }
 
+/// Where a scenario or generator input goes on the wire: (topic, message key, JSON payload).
+pub fn wire(
+    cfg: &Config,
+    input: &breakwater_core::scenario::ScenarioInput,
+) -> (String, String, Vec<u8>) {
+    use breakwater_core::scenario::ScenarioInput;
+    let (topic, payload) = match input {
+        ScenarioInput::Event(e) => (
+            cfg.model
+                .system_by_name(&e.system)
+                .expect("the input's system is configured")
+                .input_topic
+                .clone(),
+            serde_json::to_vec(e).expect("events serialise"),
+        ),
+        ScenarioInput::Command(c) => (
+            cfg.topics.reservations.clone(),
+            serde_json::to_vec(c).expect("commands serialise"),
+        ),
+    };
+    let (sku, loc) = input.key();
+    (topic, breakwater_core::message_key(sku, loc), payload)
+}
+
 /// Sends one record and waits until the broker has acknowledged it.
 pub fn send_sync(
     p: &BaseProducer,
