@@ -1147,19 +1147,7 @@ impl<'a> Gen<'a> {
             Action::Refresh => self.refresh(t),
             Action::Commit { line, may_cancel } => self.commit(t, line, may_cancel),
             Action::PlaceCommitted { line, may_cancel } => {
-                let key = self.lines[line as usize].key;
-                let q = self.lines[line as usize].quantity;
-                let refs = self.line_refs(line, Some(self.sf_as_of(key)));
-                let e = self.event(
-                    Sys::Storefront,
-                    EventType::OrderPlaced,
-                    key,
-                    Measure::Committed,
-                    Mode::Delta,
-                    q,
-                    t,
-                    refs,
-                );
+                let e = self.order_placed(line, t);
                 self.emit(t, e);
                 self.follow_up(t, line, may_cancel, true);
             }
@@ -1297,6 +1285,23 @@ impl<'a> Gen<'a> {
         (self.lines.len() - 1) as u32
     }
 
+    /// The storefront's ORDER_PLACED for `line`, taken on its cached view.
+    fn order_placed(&mut self, line: u32, t: Millis) -> InventoryEvent {
+        let key = self.lines[line as usize].key;
+        let q = self.lines[line as usize].quantity;
+        let refs = self.line_refs(line, Some(self.sf_as_of(key)));
+        self.event(
+            Sys::Storefront,
+            EventType::OrderPlaced,
+            key,
+            Measure::Committed,
+            Mode::Delta,
+            q,
+            t,
+            refs,
+        )
+    }
+
     /// A plain web order line: ORDER_PLACED now, then cancellation or allocation.
     #[allow(clippy::too_many_arguments)]
     fn place(
@@ -1311,17 +1316,7 @@ impl<'a> Gen<'a> {
         duplicate_after: Option<Millis>,
     ) -> u32 {
         let line = self.new_line(order, line_no, key, q, LineState::Committed);
-        let refs = self.line_refs(line, Some(self.sf_as_of(key)));
-        let e = self.event(
-            Sys::Storefront,
-            EventType::OrderPlaced,
-            key,
-            Measure::Committed,
-            Mode::Delta,
-            q,
-            t,
-            refs,
-        );
+        let e = self.order_placed(line, t);
         if let Some(d) = duplicate_after {
             self.schedule(
                 t + d,
