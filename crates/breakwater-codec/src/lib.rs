@@ -28,8 +28,8 @@ pub use codec::{AnyCodec, Codec};
 pub use error::{CodecError, ErrorClass};
 pub use json::JsonCodec;
 pub use records::{
-    alert_record, decision_record, propagation_record, AlertRecord, DecisionRecord,
-    PropagationRecord, RootCauseRecord,
+    alert_record, decision_record, incident_record, propagation_record, AlertRecord,
+    DecisionRecord, IncidentRecord, PropagationRecord, RootCauseRecord,
 };
 pub use schema::{WireRecord, WireSchema};
 /// Registry connection settings (URLs, credentials, timeout) for [`AvroCodec::new`].

@@ -9,8 +9,8 @@
 use breakwater_core::output::{Cause, RejectReason, RootCause};
 use breakwater_core::scenario::{alert_id, cascade_path, incident_id};
 use breakwater_core::{
-    message_key, Alert, AlertKind, Decision, DecisionKind, Measure, Millis, Model, Propagation,
-    Severity,
+    message_key, Alert, AlertKind, Decision, DecisionKind, IncidentReport, IncidentStatus, Measure,
+    Millis, Model, Propagation, Severity,
 };
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,77 @@ pub struct AlertRecord {
     /// broken handoff (see `schemas/alert.avsc`).
     #[serde(default)]
     pub incident_id: String,
+}
+
+/// `Incident`: one partition's share of an incident, on the incidents topic (keyed by
+/// `incident_id`, so every partition's reports of one incident land on one partition of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentRecord {
+    /// `KIND/origin->system/<interval start ms>`: the `incident_id` of every alert it groups.
+    pub incident_id: String,
+    /// OPENED, UPDATED or RESOLVED.
+    pub status: IncidentStatus,
+    /// The alert kind it groups.
+    pub kind: AlertKind,
+    /// The kind's severity on this handoff.
+    pub severity: Severity,
+    /// Where the root changes entered the cascade.
+    pub origin: String,
+    /// The system that diverged, acted stale or oversold.
+    pub system: String,
+    /// System names from `origin` to `system`.
+    pub cascade_path: Vec<String>,
+    /// The input partition whose keys this report covers.
+    pub partition: i32,
+    /// Start of the interval the divergences began in, ms since the epoch.
+    pub interval_start: Millis,
+    /// The interval's length in ms (the handoff's window, or 15 minutes for one-shot kinds).
+    pub interval_ms: i64,
+    /// The first alert's opening time, ms since the epoch.
+    pub first_seen: Millis,
+    /// The latest alert or resolution, ms since the epoch.
+    pub last_seen: Millis,
+    /// Alerts in this partition's share, published or suppressed.
+    pub alerts: i64,
+    /// Of those, not published because of the kind's rate limit.
+    pub suppressed: i64,
+    /// Windowed alerts not yet resolved.
+    pub open_alerts: i64,
+    /// Distinct keys with an alert.
+    pub keys_affected: i64,
+    /// The first keys affected, `sku|location`.
+    pub sample_keys: Vec<String>,
+    /// The first alert's root cause.
+    pub root_cause: RootCauseRecord,
+    /// Stream time of the report, ms since the epoch.
+    pub reported_at: Millis,
+}
+
+/// The incident record for partition `partition`'s report `r`.
+pub fn incident_record(model: &Model, partition: i32, r: &IncidentReport) -> IncidentRecord {
+    let i = &r.incident;
+    IncidentRecord {
+        incident_id: i.id(model),
+        status: r.status,
+        kind: i.kind,
+        severity: model.severity(i.kind, model.route(i.origin, i.system)),
+        origin: model.name(i.origin).to_owned(),
+        system: model.name(i.system).to_owned(),
+        cascade_path: cascade_path(model, i.origin, i.system),
+        partition,
+        interval_start: i.start,
+        interval_ms: long(i.interval_ms),
+        first_seen: i.first_seen,
+        last_seen: i.last_seen,
+        alerts: long(i.alerts),
+        suppressed: long(i.suppressed),
+        open_alerts: long(i.open),
+        keys_affected: long(i.keys_affected),
+        sample_keys: i.sample.clone(),
+        root_cause: root_cause_record(model, &i.root),
+        reported_at: r.at,
+    }
 }
 
 /// `ReservationDecision`: the answer to one reservation command, or a hold's expiry.

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::CodecError;
-use crate::records::{AlertRecord, DecisionRecord, PropagationRecord};
+use crate::records::{AlertRecord, DecisionRecord, IncidentRecord, PropagationRecord};
 
 /// One parsed schema from `schemas/`, with its named types resolved so values can be resolved
 /// against it without rebuilding the name table per record.
@@ -136,6 +136,7 @@ wire_record!(
     "io.breakwater.v1.PropagationEvent"
 );
 wire_record!(AlertRecord, "alert.avsc", "io.breakwater.v1.Alert");
+wire_record!(IncidentRecord, "incident.avsc", "io.breakwater.v1.Incident");
 wire_record!(
     DecisionRecord,
     "reservation_decision.avsc",
@@ -146,7 +147,9 @@ wire_record!(
 mod tests {
     use breakwater_core::event::EVENT_TYPES;
     use breakwater_core::output::RejectReason;
-    use breakwater_core::{AlertKind, CommandKind, DecisionKind, Measure, Mode, Severity};
+    use breakwater_core::{
+        AlertKind, CommandKind, DecisionKind, IncidentStatus, Measure, Mode, Severity,
+    };
     use serde_json::Value as Json;
 
     use super::*;
@@ -165,6 +168,7 @@ mod tests {
         check::<PropagationRecord>();
         check::<AlertRecord>();
         check::<DecisionRecord>();
+        check::<IncidentRecord>();
     }
 
     /// The symbols of every enum named `name` in the schema's JSON (the schemas are
@@ -221,7 +225,8 @@ mod tests {
     #[test]
     fn core_enums_are_the_schema_symbols_in_order() {
         let alert_kinds = all!(AlertKind: Drift, StaleAction, Oversell, PhantomAvailability,
-            HandoffTimeout, UnpropagatedChange, Resolved);
+            HandoffTimeout, UnpropagatedChange, Resolved, StaleView);
+        let incident_statuses = all!(IncidentStatus: Opened, Updated, Resolved);
         let severities = all!(Severity: Info, Warning, Critical);
         let modes = all!(Mode: Delta, Absolute);
         let commands = all!(CommandKind: Reserve, Commit, Release);
@@ -237,6 +242,9 @@ mod tests {
         assert_symbols::<AlertRecord, _>("Severity", &severities);
         assert_symbols::<AlertRecord, _>("Measure", &Measure::ALL);
         assert_symbols::<DecisionRecord, _>("DecisionKind", &decisions);
+        assert_symbols::<IncidentRecord, _>("IncidentStatus", &incident_statuses);
+        assert_symbols::<IncidentRecord, _>("AlertKind", &alert_kinds);
+        assert_symbols::<IncidentRecord, _>("Severity", &severities);
         assert_symbols::<DecisionRecord, _>("RejectReason", &reasons);
     }
 }

@@ -8,9 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use breakwater_codec::{alert_record, decision_record, propagation_record};
+use breakwater_codec::{alert_record, decision_record, incident_record, propagation_record};
 use breakwater_core::scenario::{run, Scenario, ScenarioInput};
-use breakwater_core::{AlertKind, CascadeConfig, Model, Output};
+use breakwater_core::{AlertKind, CascadeConfig, IncidentBook, IncidentStatus, Model, Output};
 use common::samples;
 
 fn story() -> (Scenario, Model) {
@@ -52,6 +52,31 @@ fn the_propagation_and_alert_samples_come_from_the_story() {
         .filter(|a| a.kind == AlertKind::Resolved && a.system == "erp")
         .collect();
     assert_eq!(resolved, [samples::resolved_drift()]);
+}
+
+/// The story's alerts through one partition's incident book, in the order the fold raised
+/// them, with stream time moved to each output's time (as the processor does).
+#[test]
+fn the_incident_sample_comes_from_the_story() {
+    let (scenario, model) = story();
+    let (result, _) = run(&model, &scenario.inputs(), scenario.at(scenario.end_secs));
+    let mut book = IncidentBook::new();
+    let mut reports = Vec::new();
+    for (at, key, output) in &result.outputs {
+        let _ = book.advance(*at, &mut reports);
+        if let Output::Alert(a) = output {
+            assert!(
+                book.on_alert(&model, key, a, *at, &mut reports),
+                "no rate limit set"
+            );
+        }
+    }
+    let erp: Vec<_> = reports
+        .iter()
+        .filter(|r| r.status == IncidentStatus::Resolved && model.name(r.incident.system) == "erp")
+        .map(|r| incident_record(&model, 0, r))
+        .collect();
+    assert_eq!(erp, [samples::resolved_incident()]);
 }
 
 #[test]

@@ -86,6 +86,11 @@ async fn alert() {
 }
 
 #[tokio::test]
+async fn incident() {
+    check("incident", samples::resolved_incident()).await;
+}
+
+#[tokio::test]
 async fn reservation_decision() {
     check("reservation_decision", samples::granted()).await;
 }

@@ -348,7 +348,7 @@ fn apply_event(
     // An order already counted (reported again by another system) was checked the first time.
     if v.class == EventClass::Consuming && !repeat {
         let consumption = plan.as_ref().map_or(v.e.quantity, |p| p.consumption);
-        check_action(st, &v, consumption, now, out);
+        check_action(model, st, &v, consumption, now, out);
     }
 
     // The system's own view. Actions by a system that is not the measure's authority are not
@@ -591,6 +591,7 @@ fn store_line(st: &mut KeyState, ix: Option<usize>, mut line: OrderLine, now: Mi
 /// applying it). One alert at most: STALE_ACTION when the changes the actor missed took away
 /// what it relied on, OVERSELL when it took more than it could have seen.
 fn check_action(
+    model: &Model,
     st: &KeyState,
     v: &Valid<'_>,
     consumption: i64,
@@ -606,24 +607,46 @@ fn check_action(
             outcome,
         })
     };
+    // The changes the actor missed, oldest first: after its version, or after its data time.
+    let missed = |c: &Change| match v.based_on {
+        Some(b) => c.version > b,
+        None => v.e.data_as_of.is_some_and(|t| c.at > t),
+    };
     if consumption <= 0 || consumption <= sellable {
-        out.push(counted(if stale {
-            ActionOutcome::StaleSufficient
-        } else {
-            ActionOutcome::Current
-        }));
+        if !stale {
+            out.push(counted(ActionOutcome::Current));
+            return;
+        }
+        out.push(counted(ActionOutcome::StaleSufficient));
+        if model.alerts().stale_view {
+            // Traced to the oldest change the actor missed.
+            if let Some(c) = st.history.iter().find(|c| missed(c)) {
+                out.push(Output::Alert(Alert {
+                    kind: AlertKind::StaleView,
+                    resolves: None,
+                    system: v.system,
+                    measure: v.e.measure,
+                    expected: to_i64(st.version),
+                    observed: v.based_on.map_or(-1, to_i64),
+                    root: st.root(c.root),
+                    origin: c.origin,
+                    window_ms: 0,
+                    diverged_at: c.at,
+                    opened_at: now,
+                    opened_version: st.version,
+                    trigger: v.id,
+                    resolved_at: None,
+                }));
+            }
+        }
         return;
     }
     if st.class.backorder {
         out.push(counted(ActionOutcome::Backorder));
         return;
     }
-    // The changes the actor missed, oldest first: after its version, or after its data time.
     let missed_from = if stale {
-        st.history.iter().position(|c| match v.based_on {
-            Some(b) => c.version > b,
-            None => v.e.data_as_of.is_some_and(|t| c.at > t),
-        })
+        st.history.iter().position(missed)
     } else {
         None
     };

@@ -12,6 +12,8 @@
 //!   timers, duplicate filters.
 //! - [`fold`]: `apply(model, state, input, now, out)`, the only way state changes.
 //! - [`output`]: propagation events, alerts and reservation decisions.
+//! - [`incident`]: alerts grouped by kind, handoff and interval into incidents, per-kind rate
+//!   limits, and the merge of partitions' incident reports.
 //! - [`retail`]: a seeded, truth-scored retail-day generator (stores, DCs, orders with
 //!   lifecycles, ERP batches, a cached storefront, injected faults) and its scorer.
 //! - [`scenario`]: story files that drive tests, the demo and end-to-end runs.
@@ -20,6 +22,7 @@
 pub mod event;
 pub mod fold;
 pub mod id;
+pub mod incident;
 pub mod model;
 pub mod output;
 pub mod retail;
@@ -31,6 +34,7 @@ pub use event::{
 };
 pub use fold::{apply, validate, validate_command, Input, Outcome, Rejection};
 pub use id::Id;
+pub use incident::{IncidentBook, IncidentReport, IncidentStatus, IncidentView};
 pub use model::{CascadeConfig, ConfigErrors, Model, SysId};
 pub use output::{Alert, AlertKind, Decision, DecisionKind, Output, Propagation, Severity};
 pub use state::KeyState;

@@ -168,6 +168,19 @@ pub struct AlertsConfig {
     /// Severity per alert kind, overriding the defaults (`OVERSELL = "critical"`, ...).
     #[serde(default)]
     pub severity: BTreeMap<AlertKind, Severity>,
+    /// Raise an info-level STALE_VIEW alert for an action taken on an older version that the
+    /// missed changes did not invalidate. Off by default: such actions are counted
+    /// (`breakwater_actions_total{outcome="stale_sufficient"}`), which is what an operator
+    /// usually wants; turn it on to audit a channel's cache.
+    #[serde(default)]
+    pub stale_view: bool,
+    /// At most this many alerts of a kind per handoff, per partition, per minute of stream
+    /// time; the rest are counted in their incident (`suppressed`) and in
+    /// `breakwater_alerts_suppressed_total`, not published. Only for the one-shot kinds
+    /// (STALE_ACTION, STALE_VIEW, OVERSELL, UNPROPAGATED_CHANGE): an alert that a RESOLVED
+    /// will close is always published, so that every RESOLVED closes a published alert.
+    #[serde(default)]
+    pub rate_limit_per_minute: BTreeMap<AlertKind, u32>,
 }
 
 /// The cascade part of the configuration file.
@@ -319,6 +332,7 @@ pub struct Model {
     severity: BTreeMap<AlertKind, Severity>,
     handoffs: Vec<HandoffConfig>,
     rules: RulesConfig,
+    alerts: AlertsConfig,
     /// How long authoritative changes are remembered per key: twice the longest route, so a
     /// reading that lags by up to a window can still be matched to the truth it reflects.
     history_ms: i64,
@@ -493,6 +507,21 @@ impl Model {
                 );
             }
         }
+        for (kind, limit) in &cfg.alerts.rate_limit_per_minute {
+            if !kind.is_one_shot() {
+                errs.push(
+                    format!("alerts.rate_limit_per_minute.{}", kind.as_str()),
+                    "only one-shot kinds (STALE_ACTION, STALE_VIEW, OVERSELL, \
+                     UNPROPAGATED_CHANGE) can be rate-limited: a RESOLVED must always close a \
+                     published alert",
+                );
+            } else if *limit == 0 {
+                errs.push(
+                    format!("alerts.rate_limit_per_minute.{}", kind.as_str()),
+                    "must be at least 1 (to silence a kind, route it away downstream)",
+                );
+            }
+        }
         if !errs.0.is_empty() {
             return Err(errs);
         }
@@ -563,6 +592,7 @@ impl Model {
             severity,
             handoffs: cfg.handoffs.clone(),
             rules: cfg.rules.clone(),
+            alerts: cfg.alerts.clone(),
             history_ms: i64::try_from(history_ms).unwrap_or(i64::MAX),
         };
         model.profiles = profile_list
@@ -614,6 +644,11 @@ impl Model {
     /// The rules section.
     pub fn rules(&self) -> &RulesConfig {
         &self.rules
+    }
+
+    /// The alert policy section.
+    pub fn alerts(&self) -> &AlertsConfig {
+        &self.alerts
     }
 
     /// How long authoritative changes are kept per key, in ms.
@@ -732,6 +767,7 @@ fn default_severities() -> BTreeMap<AlertKind, Severity> {
         (AlertKind::HandoffTimeout, Severity::Warning),
         (AlertKind::UnpropagatedChange, Severity::Warning),
         (AlertKind::Resolved, Severity::Info),
+        (AlertKind::StaleView, Severity::Info),
     ])
 }
 

@@ -33,6 +33,9 @@ pub enum AlertKind {
     UnpropagatedChange,
     /// A DRIFT, PHANTOM_AVAILABILITY or HANDOFF_TIMEOUT closed: the system converged.
     Resolved,
+    /// Info, off unless `[alerts] stale_view = true`: an action taken on an older version
+    /// whose missed changes did not take away what it needed (it is still covered).
+    StaleView,
 }
 
 impl AlertKind {
@@ -46,7 +49,31 @@ impl AlertKind {
             AlertKind::HandoffTimeout => "HANDOFF_TIMEOUT",
             AlertKind::UnpropagatedChange => "UNPROPAGATED_CHANGE",
             AlertKind::Resolved => "RESOLVED",
+            AlertKind::StaleView => "STALE_VIEW",
         }
+    }
+
+    /// Every kind, in wire order.
+    pub const ALL: [AlertKind; 8] = [
+        AlertKind::Drift,
+        AlertKind::StaleAction,
+        AlertKind::Oversell,
+        AlertKind::PhantomAvailability,
+        AlertKind::HandoffTimeout,
+        AlertKind::UnpropagatedChange,
+        AlertKind::Resolved,
+        AlertKind::StaleView,
+    ];
+
+    /// Raised once for one action or change and never closed by a RESOLVED.
+    pub const fn is_one_shot(self) -> bool {
+        matches!(
+            self,
+            AlertKind::StaleAction
+                | AlertKind::StaleView
+                | AlertKind::Oversell
+                | AlertKind::UnpropagatedChange
+        )
     }
 }
 

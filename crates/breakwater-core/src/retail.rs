@@ -47,6 +47,7 @@ use crate::event::{
     CommandKind, EventType, InventoryEvent, Measure, Millis, Mode, ReservationCommand,
 };
 use crate::fold::{apply, Input};
+use crate::incident::{IncidentBook, IncidentReport};
 use crate::model::Model;
 use crate::output::{Alert, AlertKind, Output};
 use crate::scenario::ScenarioInput;
@@ -420,52 +421,87 @@ pub struct Replayed {
     pub rejected: BTreeMap<&'static str, u64>,
     /// Inputs folded (events and commands, duplicates included).
     pub inputs: u64,
+    /// Incident reports, as one partition's [`IncidentBook`] makes them.
+    pub incidents: Vec<IncidentReport>,
+    /// Alerts the rate limits kept off the alert topic (not in `alerts`).
+    pub suppressed: u64,
 }
 
-/// Folds `inputs` (in timestamp order) key by key through the pure fold, as the processor
-/// does per partition: before each input, the key's timers due by its timestamp fire at their
-/// own deadlines; at the end, every timer due by `end` fires.
+/// Folds `inputs` (in timestamp order) through the pure fold as the processor does for one
+/// partition: before each input, every timer due by its timestamp fires at its own deadline,
+/// earliest first (ties by key); at the end, every timer due by `end` fires. Alerts go
+/// through one [`IncidentBook`], at the stream time they were raised.
 pub fn replay(model: &Model, inputs: &[(Millis, ScenarioInput)], end: Millis) -> Replayed {
     let mut r = Replayed::default();
     let mut out = Vec::new();
-    let record = |sku: &str, loc: &str, out: &mut Vec<Output>, r: &mut Replayed| {
+    let mut book = IncidentBook::new();
+    // (deadline, key): the partition's timer index.
+    let mut timers: BTreeSet<(Millis, String)> = BTreeSet::new();
+    let record = |key: &str,
+                  out: &mut Vec<Output>,
+                  r: &mut Replayed,
+                  book: &mut IncidentBook,
+                  now: Millis| {
         for o in out.drain(..) {
             match o {
-                Output::Alert(a) => r.alerts.push((sku.to_owned(), loc.to_owned(), a)),
+                Output::Alert(a) => {
+                    if book.on_alert(model, key, &a, now, &mut r.incidents) {
+                        let (sku, loc) = key.split_once('|').unwrap_or((key, ""));
+                        r.alerts.push((sku.to_owned(), loc.to_owned(), a));
+                    } else {
+                        r.suppressed += 1;
+                    }
+                }
                 Output::Action(a) => *r.actions.entry(a.outcome.as_str()).or_default() += 1,
                 _ => {}
             }
         }
     };
-    let fire = |st: &mut KeyState, until: Millis, out: &mut Vec<Output>| {
-        while let Some(d) = st.next_timer().filter(|d| *d <= until) {
+    let fire = |until: Millis,
+                r: &mut Replayed,
+                timers: &mut BTreeSet<(Millis, String)>,
+                book: &mut IncidentBook,
+                out: &mut Vec<Output>| {
+        while let Some((d, key)) = timers.first().filter(|(d, _)| *d <= until).cloned() {
+            timers.remove(&(d, key.clone()));
+            let st = r.states.entry(key.clone()).or_default();
             // A timer input cannot be rejected.
             let _ = apply(model, st, Input::Timer, d, out);
+            if let Some(next) = st.next_timer() {
+                timers.insert((next, key.clone()));
+            }
+            let _ = book.advance(d, &mut r.incidents);
+            record(&key, out, r, book, d);
         }
     };
     for (t, input) in inputs {
+        fire(*t, &mut r, &mut timers, &mut book, &mut out);
+        let _ = book.advance(*t, &mut r.incidents);
         let (sku, loc) = input.key();
         let key = crate::event::message_key(sku, loc);
-        let st = r.states.entry(key).or_default();
-        fire(st, *t, &mut out);
+        let st = r.states.entry(key.clone()).or_default();
+        let before = st.next_timer();
         let res = match input {
             ScenarioInput::Event(e) => apply(model, st, Input::Event(e), *t, &mut out),
             ScenarioInput::Command(c) => apply(model, st, Input::Command(c), *t, &mut out),
         };
+        let after = st.next_timer();
         if let Err(e) = res {
             *r.rejected.entry(e.code()).or_default() += 1;
         }
-        r.inputs += 1;
-        record(sku, loc, &mut out, &mut r);
-    }
-    let keys: Vec<String> = r.states.keys().cloned().collect();
-    for key in keys {
-        if let Some(st) = r.states.get_mut(&key) {
-            fire(st, end, &mut out);
+        if before != after {
+            if let Some(d) = before {
+                timers.remove(&(d, key.clone()));
+            }
+            if let Some(d) = after {
+                timers.insert((d, key.clone()));
+            }
         }
-        let (sku, loc) = key.split_once('|').unwrap_or((key.as_str(), ""));
-        record(sku, loc, &mut out, &mut r);
+        r.inputs += 1;
+        record(&key, &mut out, &mut r, &mut book, *t);
     }
+    fire(end, &mut r, &mut timers, &mut book, &mut out);
+    let _ = book.advance(end, &mut r.incidents);
     r
 }
 

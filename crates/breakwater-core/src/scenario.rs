@@ -365,28 +365,35 @@ pub fn alert_id(model: &Model, key: &str, a: &Alert) -> String {
     }
 }
 
-/// The interval incidents group alerts by when an alert has no window of its own (one-shot
-/// kinds: STALE_ACTION, OVERSELL, UNPROPAGATED_CHANGE, and a phantom raised on a report).
-pub const INCIDENT_INTERVAL_MS: u64 = 900_000;
-
 /// The incident `a` belongs to: `KIND/origin->system/<interval start>`. Alerts of one kind on
-/// one handoff whose divergence began within the same window-long interval are one incident,
-/// so a broken handoff pages once rather than once per SKU. Stable across replays (a function
-/// of the alert alone); a RESOLVED carries the incident of the alert it closes.
+/// one handoff whose divergence began within the same window-long interval (the handoff's
+/// window, or [`crate::incident::INCIDENT_INTERVAL_MS`] for one-shot kinds) are one incident, so a broken
+/// handoff pages once rather than once per SKU. Stable across replays (a function of the
+/// alert alone); a RESOLVED carries the incident of the alert it closes.
 pub fn incident_id(model: &Model, a: &Alert) -> String {
-    let kind = a.resolves.unwrap_or(a.kind);
-    let interval = if a.window_ms > 0 {
-        a.window_ms
-    } else {
-        INCIDENT_INTERVAL_MS
-    };
-    let interval = i64::try_from(interval).unwrap_or(i64::MAX);
-    let start = a.diverged_at - a.diverged_at.rem_euclid(interval);
+    let (start, _) = crate::incident::incident_interval(a);
+    incident_id_of(
+        model,
+        a.resolves.unwrap_or(a.kind),
+        a.origin,
+        a.system,
+        start,
+    )
+}
+
+/// The incident id of `kind` on the handoff `origin -> system` for the interval at `start`.
+pub fn incident_id_of(
+    model: &Model,
+    kind: AlertKind,
+    origin: SysId,
+    system: SysId,
+    start: Millis,
+) -> String {
     format!(
         "{}/{}->{}/{}",
         kind.as_str(),
-        model.name(a.origin),
-        model.name(a.system),
+        model.name(origin),
+        model.name(system),
         start
     )
 }

@@ -110,7 +110,12 @@ fn cmd(kind: CommandKind, id: &str, q: i64, ttl_secs: i64) -> ReservationCommand
 
 impl H {
     fn new() -> H {
-        let cfg: CascadeConfig = toml::from_str(CONFIG).unwrap();
+        H::with("")
+    }
+
+    /// With more config appended to [`CONFIG`].
+    fn with(extra: &str) -> H {
+        let cfg: CascadeConfig = toml::from_str(&format!("{CONFIG}{extra}")).unwrap();
         H {
             model: Model::build(&cfg).unwrap(),
             st: KeyState::default(),
@@ -458,6 +463,59 @@ fn converging_inside_the_window_raises_nothing() {
     h.run_timers(1_000_000);
     assert!(h.kinds().is_empty());
     assert_eq!(h.st.next_timer(), None);
+}
+
+#[test]
+fn a_stale_but_covered_action_raises_an_info_stale_view_only_when_asked() {
+    for on in [false, true] {
+        let mut h = H::stocked(); // 100 on hand, version 3
+        if on {
+            let stocked = std::mem::replace(&mut h, H::with("[alerts]\nstale_view = true\n"));
+            h.st = stocked.st;
+            h.n = stocked.n;
+        }
+        h.send(
+            1,
+            ev(
+                "wms",
+                EventType::Allocation,
+                Measure::Allocated,
+                Mode::Delta,
+                90,
+            ),
+        )
+        .unwrap(); // v4: 10 sellable
+        let mut order = ev(
+            "storefront",
+            EventType::OrderPlaced,
+            Measure::Committed,
+            Mode::Delta,
+            4,
+        );
+        order.based_on_version = Some(3);
+        h.out.clear();
+        h.send(2, order).unwrap();
+        assert!(h.out.contains(&Output::Action(ActionCheck {
+            system: SysId::of("storefront"),
+            outcome: ActionOutcome::StaleSufficient
+        })));
+        if !on {
+            assert!(h.kinds().is_empty(), "{:?}", h.kinds());
+            continue;
+        }
+        assert_eq!(h.kinds(), vec![AlertKind::StaleView]);
+        let a = h.alerts()[0];
+        assert_eq!(a.root.event_id.as_str(), "e4", "the first change it missed");
+        assert_eq!(
+            (a.expected, a.observed),
+            (4, 3),
+            "version now, version seen"
+        );
+        assert_eq!(
+            h.model.severity(a.kind, h.model.route(a.origin, a.system)),
+            breakwater_core::Severity::Info
+        );
+    }
 }
 
 #[test]

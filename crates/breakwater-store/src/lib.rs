@@ -8,7 +8,8 @@
 //! - `timers`: 8-byte big-endian deadline (sign-flipped so negative times sort first) ++ key →
 //!   empty. The index of due timers, kept equal to each state's `next_timer()`.
 //! - `meta`: `meta` → [`Meta`]: the next input offset per topic, the next changelog offset,
-//!   the partition's stream time.
+//!   the partition's stream time; `incidents` → [`encode_incidents`] of the partition's
+//!   [`IncidentBook`] (open incidents and rate-limit counters).
 //!
 //! Everything one input batch changed goes into one [`Batch`] (one RocksDB `WriteBatch`), so
 //! state, timers and positions always move together. Writes go through the WAL without fsync:
@@ -18,7 +19,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use breakwater_core::{KeyState, Millis};
+use breakwater_core::{IncidentBook, KeyState, Millis};
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -28,6 +29,10 @@ const CF_STATE: &str = "state";
 const CF_TIMERS: &str = "timers";
 const CF_META: &str = "meta";
 const META_KEY: &[u8] = b"meta";
+const INCIDENTS_KEY: &[u8] = b"incidents";
+
+/// The first byte of an encoded [`IncidentBook`].
+pub const INCIDENTS_FORMAT: u8 = 1;
 
 /// The first byte of every encoded state: bumped when the layout changes incompatibly.
 pub const STATE_FORMAT: u8 = 3;
@@ -118,6 +123,35 @@ pub fn decode_state(bytes: &[u8]) -> Result<KeyState, StoreError> {
             what: "state",
             detail: "empty value".into(),
         }),
+    }
+}
+
+/// Encodes a partition's incident book for the store and the changelog.
+///
+/// # Panics
+/// Never in practice (see [`encode_state`]).
+pub fn encode_incidents(b: &IncidentBook) -> Vec<u8> {
+    #[allow(clippy::expect_used)]
+    postcard::to_extend(b, vec![INCIDENTS_FORMAT]).expect("postcard into a Vec cannot fail")
+}
+
+/// Decodes [`encode_incidents`]'s output.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for an unknown format byte or undecodable bytes.
+pub fn decode_incidents(bytes: &[u8]) -> Result<IncidentBook, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        what: "incidents",
+        detail,
+    };
+    match bytes.split_first() {
+        Some((&INCIDENTS_FORMAT, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))
+        }
+        Some((v, _)) => Err(corrupt(format!(
+            "unknown incidents format {v} (this build reads {INCIDENTS_FORMAT})"
+        ))),
+        None => Err(corrupt("empty value".into())),
     }
 }
 
@@ -219,6 +253,13 @@ impl Batch {
         }
     }
 
+    /// Stages the partition's incident book, as [`encode_incidents`] bytes.
+    pub fn put_incidents(&mut self, store: &PartitionStore, encoded: &[u8]) {
+        if let Some(cf) = store.db.cf_handle(CF_META) {
+            self.wb.put_cf(cf, INCIDENTS_KEY, encoded);
+        }
+    }
+
     /// Number of writes in the batch.
     pub fn len(&self) -> usize {
         self.wb.len()
@@ -299,6 +340,22 @@ impl PartitionStore {
                 detail: e.to_string(),
             }),
             None => Ok(Meta::default()),
+        }
+    }
+
+    /// The partition's incident book (empty for a new database).
+    ///
+    /// # Errors
+    /// RocksDB read errors and an undecodable value.
+    pub fn incidents(&self) -> Result<IncidentBook, StoreError> {
+        let cf = self.cf(CF_META)?;
+        match self
+            .db
+            .get_pinned_cf(cf, INCIDENTS_KEY)
+            .map_err(|e| self.rocks(e))?
+        {
+            Some(v) => decode_incidents(&v),
+            None => Ok(IncidentBook::new()),
         }
     }
 

@@ -12,6 +12,12 @@ pub const DEAD_LETTERS: &str = "breakwater_dead_letter_records_total";
 pub const PROPAGATIONS: &str = "breakwater_propagation_events_total";
 /// Alerts published, by kind and system.
 pub const ALERTS: &str = "breakwater_alerts_total";
+/// Alerts not published because their kind's rate limit was spent, by kind and system (they
+/// are counted in their incident).
+pub const ALERTS_SUPPRESSED: &str = "breakwater_alerts_suppressed_total";
+/// Incident reports published, by kind and status (`OPENED`, `UPDATED`, `RESOLVED`); one
+/// incident spanning several partitions is reported by each.
+pub const INCIDENTS: &str = "breakwater_incident_reports_total";
 /// Reservation decisions, by decision.
 pub const DECISIONS: &str = "breakwater_reservation_decisions_total";
 /// Records folded without waiting for an input partition that was still behind, by
@@ -70,6 +76,16 @@ pub fn describe() {
         "Propagation events published, by target system."
     );
     describe_counter!(ALERTS, Unit::Count, "Alerts published, by kind and system.");
+    describe_counter!(
+        ALERTS_SUPPRESSED,
+        Unit::Count,
+        "Alerts not published because their kind's rate limit was spent, by kind and system."
+    );
+    describe_counter!(
+        INCIDENTS,
+        Unit::Count,
+        "Incident reports published, by kind and status (per partition's share)."
+    );
     describe_counter!(
         DECISIONS,
         Unit::Count,

@@ -23,13 +23,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use breakwater_codec::records::{alert_record, decision_record, propagation_record};
+use breakwater_codec::records::{
+    alert_record, decision_record, incident_record, propagation_record,
+};
 use breakwater_codec::{AnyCodec, Codec, CodecError, ErrorClass, WireRecord};
 use breakwater_core::fold::{apply, validate, validate_command, Input, Outcome};
 use breakwater_core::{
-    message_key, InventoryEvent, KeyState, Millis, Model, Output, ReservationCommand, SysId,
+    message_key, IncidentBook, IncidentReport, InventoryEvent, KeyState, Millis, Model, Output,
+    ReservationCommand, SysId,
 };
-use breakwater_store::{decode_state, encode_state, Batch, Meta, PartitionStore, StoreError};
+use breakwater_store::{
+    decode_incidents, decode_state, encode_incidents, encode_state, Batch, Meta, PartitionStore,
+    StoreError,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -55,6 +61,8 @@ const TOPIC_GRACE: Duration = Duration::from_secs(60);
 
 /// Key of the changelog record that carries a partition's stream time.
 pub const STREAM_TIME_KEY: &[u8] = b"\0stream_time";
+/// The changelog key of a partition's incident book (not a valid `sku|location`).
+pub const INCIDENTS_KEY: &[u8] = b"\0incidents";
 
 /// Headers on every dead-letter record.
 pub mod dlq_headers {
@@ -172,6 +180,9 @@ struct Task {
     /// Next offsets changed in this batch.
     positions: BTreeMap<String, i64>,
     stream_time_dirty: bool,
+    /// Open incidents and rate-limit counters of this partition's alerts.
+    incidents: IncidentBook,
+    incidents_dirty: bool,
     last_input: Instant,
     last_tick: Instant,
     /// Fetched records not yet folded, merged in timestamp order.
@@ -257,6 +268,8 @@ struct Engine {
     /// Drain rounds so far (which task goes first).
     drains: usize,
     out: Vec<Output>,
+    /// Incident reports of the record being folded, published after its outputs.
+    reports: Vec<IncidentReport>,
     shared: Arc<Shared>,
 }
 
@@ -433,6 +446,7 @@ fn run_once(
         batch_records: 0,
         drains: 0,
         out: Vec::with_capacity(64),
+        reports: Vec::new(),
         shared: Arc::clone(shared),
     }));
     let consumer: BaseConsumer<ConsumerCtx> = {
@@ -582,6 +596,7 @@ fn check_topics(cfg: &Config) -> Result<HashMap<String, TopicKind>, ProcessorErr
         outputs.extend([
             cfg.topics.alerts.as_str(),
             cfg.topics.decisions.as_str(),
+            cfg.topics.incidents.as_str(),
             cfg.topics.dead_letter.as_str(),
             cfg.topics.changelog.as_str(),
         ]);
@@ -797,6 +812,12 @@ impl Engine {
             task.stream_time_dirty = true;
         }
         self.fire_timers(p, now)?;
+        if let Some(task) = self.tasks.get_mut(&p) {
+            if task.incidents.advance(now, &mut self.reports) {
+                task.incidents_dirty = true;
+            }
+        }
+        self.publish_incidents(p)?;
         Ok(now)
     }
 
@@ -935,6 +956,19 @@ impl Engine {
                     (topic, payload)
                 }
                 Output::Alert(a) => {
+                    let publish = match self.tasks.get_mut(&partition) {
+                        Some(task) => {
+                            task.incidents_dirty = true;
+                            task.incidents
+                                .on_alert(&self.model, key, a, now, &mut self.reports)
+                        }
+                        None => true,
+                    };
+                    if !publish {
+                        metrics::counter!(m::ALERTS_SUPPRESSED, "kind" => a.kind.as_str(), "system" => self.model.name(a.system).to_owned())
+                            .increment(1);
+                        continue;
+                    }
                     metrics::counter!(m::ALERTS, "kind" => a.kind.as_str(), "system" => self.model.name(a.system).to_owned())
                         .increment(1);
                     let topic = self.cfg.topics.alerts.clone();
@@ -980,6 +1014,34 @@ impl Engine {
         }
         self.out = outs;
         self.out.clear();
+        self.publish_incidents(partition)
+    }
+
+    /// Sends the pending incident reports of `partition` into the open transaction, keyed by
+    /// incident id (so every partition's reports of one incident share a partition of the
+    /// incidents topic).
+    fn publish_incidents(&mut self, partition: i32) -> Result<(), ProcessorError> {
+        if self.reports.is_empty() {
+            return Ok(());
+        }
+        let reports = std::mem::take(&mut self.reports);
+        let topic = self.cfg.topics.incidents.clone();
+        for r in &reports {
+            let rec = incident_record(&self.model, partition, r);
+            metrics::counter!(m::INCIDENTS, "kind" => r.incident.kind.as_str(), "status" => r.status.as_str())
+                .increment(1);
+            let payload = self.encode(&topic, &rec)?;
+            self.begin()?;
+            send(
+                &self.producer,
+                BaseRecord::to(&topic)
+                    .key(rec.incident_id.as_bytes())
+                    .payload(payload.as_slice())
+                    .timestamp(r.at),
+            )?;
+        }
+        self.reports = reports;
+        self.reports.clear();
         Ok(())
     }
 
@@ -1158,6 +1220,10 @@ impl Engine {
                 task.meta.changelog_next = task.meta.changelog_next.max(o + 1);
             }
             task.stream_time_dirty = false;
+            if task.incidents_dirty {
+                batch.put_incidents(&task.store, &encode_incidents(&task.incidents));
+                task.incidents_dirty = false;
+            }
             batch.put_meta(&task.store, &task.meta);
             task.store.write(batch)?;
             if task.cache.len() > self.cfg.processor.max_cached_keys {
@@ -1198,6 +1264,15 @@ impl Engine {
             }
             if task.stream_time_dirty {
                 stream_times.push((*p, task.meta.stream_time.to_be_bytes()));
+            }
+            if task.incidents_dirty {
+                send(
+                    &self.producer,
+                    BaseRecord::to(&changelog)
+                        .partition(*p)
+                        .key(INCIDENTS_KEY)
+                        .payload(&encode_incidents(&task.incidents)),
+                )?;
             }
         }
         for (p, t) in &stream_times {
@@ -1261,6 +1336,7 @@ impl Engine {
             }
             let store = PartitionStore::open(&self.cfg.state.dir, p)?;
             let meta = restore(&self.cfg, &store, p)?;
+            let incidents = store.incidents()?;
             let timers = store
                 .due_timers(Millis::MAX, usize::MAX)?
                 .into_iter()
@@ -1282,6 +1358,8 @@ impl Engine {
                     timers,
                     positions: BTreeMap::new(),
                     stream_time_dirty: false,
+                    incidents,
+                    incidents_dirty: false,
                     last_input: Instant::now(),
                     last_tick: Instant::now(),
                     group: PartitionGroup::new(self.order.len()),
@@ -1455,6 +1533,13 @@ fn restore(cfg: &Config, store: &PartitionStore, p: i32) -> Result<Meta, Process
         if key == STREAM_TIME_KEY {
             if let Some(t) = msg.payload().and_then(|v| <[u8; 8]>::try_from(v).ok()) {
                 meta.stream_time = meta.stream_time.max(i64::from_be_bytes(t));
+            }
+            continue;
+        }
+        if key == INCIDENTS_KEY {
+            if let Some(v) = msg.payload() {
+                decode_incidents(v)?;
+                batch.put_incidents(store, v);
             }
             continue;
         }

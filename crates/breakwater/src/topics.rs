@@ -23,6 +23,7 @@ pub fn all_topics(cfg: &Config) -> Vec<(String, bool)> {
         &cfg.topics.ticks,
         &cfg.topics.alerts,
         &cfg.topics.decisions,
+        &cfg.topics.incidents,
         &cfg.topics.dead_letter,
     ] {
         t.push((name.clone(), false));

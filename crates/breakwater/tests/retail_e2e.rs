@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use breakwater_codec::records::AlertRecord;
+use breakwater_codec::records::{AlertRecord, IncidentRecord};
 use breakwater_core::retail::{generate, replay, score, scored, RetailConfig, ScoredAlert};
 use breakwater_core::scenario::{alert_id, ScenarioInput};
-use breakwater_core::{message_key, AlertKind, Measure};
+use breakwater_core::{message_key, AlertKind, IncidentStatus, Measure};
 use common::processor::{
     changelog_states, config, free_port, kill9, read_all, spawn_binary, terminate, wait_caught_up,
     wait_ready,
@@ -147,7 +147,10 @@ fn output_topics(cfg: &breakwater::Config) -> Vec<String> {
 }
 
 /// Every committed output, by topic (without the deployment's prefix) and partition, in
-/// offset order: (key, value).
+/// offset order: (key, value). Incident reports are keyed by incident id, so one partition of
+/// the incidents topic interleaves several tasks' reports in processing order; what is a
+/// function of the input is each task's sequence of reports of each incident, so they are
+/// listed by (`incidents/<incident id>`, source partition).
 fn outputs(
     bootstrap: &str,
     cfg: &breakwater::Config,
@@ -161,6 +164,17 @@ fn outputs(
                 .or_default()
                 .push((r.2.unwrap_or_default(), r.3));
         }
+    }
+    for r in read_all(bootstrap, &cfg.topics.incidents) {
+        let rec: IncidentRecord = serde_json::from_slice(&r.3).unwrap();
+        assert_eq!(
+            r.2.as_deref(),
+            Some(rec.incident_id.as_bytes()),
+            "keyed by id"
+        );
+        out.entry((format!("incidents/{}", rec.incident_id), rec.partition))
+            .or_default()
+            .push((r.2.unwrap_or_default(), r.3));
     }
     out
 }
@@ -296,6 +310,36 @@ async fn a_retail_day_end_to_end_is_the_pure_fold_and_replays_byte_identical() {
     );
     assert!(s.true_positives > 0);
     let _ = scored;
+
+    // Every alert's incident is reported: opened once per partition that raised it, with
+    // exactly the alerts that partition published under it (no rate limit is configured).
+    let mut raised: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for r in read_all(&bootstrap, &cfg_a.topics.alerts) {
+        let a: AlertRecord = serde_json::from_slice(&r.3).unwrap();
+        if a.kind != AlertKind::Resolved {
+            *raised.entry((a.incident_id, r.0)).or_default() += 1;
+        }
+    }
+    let mut reported: BTreeMap<(String, i32), (usize, i64)> = BTreeMap::new();
+    for r in read_all(&bootstrap, &cfg_a.topics.incidents) {
+        let rec: IncidentRecord = serde_json::from_slice(&r.3).unwrap();
+        let e = reported
+            .entry((rec.incident_id.clone(), rec.partition))
+            .or_default();
+        e.0 += usize::from(rec.status == IncidentStatus::Opened);
+        e.1 = e.1.max(rec.alerts);
+        assert_eq!(rec.suppressed, 0);
+    }
+    assert!(!raised.is_empty());
+    for (k, n) in &raised {
+        let (opened, counted) = reported.get(k).copied().unwrap_or_default();
+        assert_eq!(opened, 1, "{k:?} opened once");
+        // A report goes out at 1, 2, 4, ... alerts and with the final count once settled.
+        assert!(
+            counted <= *n && counted * 2 > *n,
+            "{k:?}: {counted} reported of {n}"
+        );
+    }
 
     // The final authoritative state is the truth, for every key.
     let states = changelog_states(&bootstrap, &cfg_a);

@@ -1,10 +1,12 @@
 //! One hand-checked value of every record type, from the SKU-1247 story
 //! (`testdata/scenarios/sku-1247.toml`, t=0 is 2026-04-03T09:00:00Z = 1775206800000 ms).
 
-use breakwater_codec::{AlertRecord, DecisionRecord, PropagationRecord, RootCauseRecord};
+use breakwater_codec::{
+    AlertRecord, DecisionRecord, IncidentRecord, PropagationRecord, RootCauseRecord,
+};
 use breakwater_core::output::RejectReason;
 use breakwater_core::{
-    AlertKind, CommandKind, DecisionKind, EventType, InventoryEvent, Measure, Mode,
+    AlertKind, CommandKind, DecisionKind, EventType, IncidentStatus, InventoryEvent, Measure, Mode,
     ReservationCommand, Severity,
 };
 
@@ -124,6 +126,31 @@ pub fn resolved_drift() -> AlertRecord {
         root_cause: receipt_root(),
         cascade_path: vec!["wms".into(), "erp".into()],
         incident_id: format!("DRIFT/wms->erp/{}", T0 - T0.rem_euclid(300_000)),
+    }
+}
+
+/// The incident of [`resolved_drift`]'s DRIFT, resolved with it: one key, one alert.
+pub fn resolved_incident() -> IncidentRecord {
+    IncidentRecord {
+        incident_id: format!("DRIFT/wms->erp/{}", T0 - T0.rem_euclid(300_000)),
+        status: IncidentStatus::Resolved,
+        kind: AlertKind::Drift,
+        severity: Severity::Warning,
+        origin: "wms".into(),
+        system: "erp".into(),
+        cascade_path: vec!["wms".into(), "erp".into()],
+        partition: 0,
+        interval_start: T0,
+        interval_ms: 300_000,
+        first_seen: T0 + 300_000,
+        last_seen: T0 + 900_000,
+        alerts: 1,
+        suppressed: 0,
+        open_alerts: 0,
+        keys_affected: 1,
+        sample_keys: vec!["SKU-1247|DC-1".into()],
+        root_cause: receipt_root(),
+        reported_at: T0 + 900_000,
     }
 }
 
