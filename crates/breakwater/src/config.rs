@@ -80,8 +80,9 @@ pub struct KafkaConfig {
     pub schema_registry_url: Option<String>,
     /// This instance's name within the group, stable across restarts: the transactional id
     /// is `<group_id>-<instance_id>`, so a restarted instance fences its crashed self and
-    /// aborts its open transaction at once. Defaults to `$HOSTNAME` (a pod or container name),
-    /// else `local`. Two instances must never share one.
+    /// aborts its open transaction at once. Defaults to `$HOSTNAME` (a pod or container name);
+    /// `breakwater run` refuses to start without one, since two instances sharing a default
+    /// would fence each other for ever.
     #[serde(default = "default_instance_id")]
     pub instance_id: String,
     /// Join the group as a static member (`group.instance.id` = `instance_id`): a restarted
@@ -116,7 +117,7 @@ fn default_instance_id() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "local".to_owned())
+        .unwrap_or_default()
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -166,6 +167,9 @@ pub struct TopicsConfig {
     /// Reservation decisions out.
     #[serde(default = "topic_decisions")]
     pub decisions: String,
+    /// Incident reports out (OPENED/UPDATED/RESOLVED), keyed by incident id.
+    #[serde(default = "topic_incidents")]
+    pub incidents: String,
     /// Undecodable or invalid records, unchanged, with the reason in headers.
     #[serde(default = "topic_dead_letter")]
     pub dead_letter: String,
@@ -187,6 +191,9 @@ fn topic_alerts() -> String {
 fn topic_decisions() -> String {
     "breakwater.reservation-decisions".into()
 }
+fn topic_incidents() -> String {
+    "breakwater.incidents".into()
+}
 fn topic_dead_letter() -> String {
     "breakwater.dead-letter".into()
 }
@@ -203,6 +210,7 @@ impl Default for TopicsConfig {
             reservations: topic_reservations(),
             alerts: topic_alerts(),
             decisions: topic_decisions(),
+            incidents: topic_incidents(),
             dead_letter: topic_dead_letter(),
             changelog: topic_changelog(),
             ticks: topic_ticks(),
@@ -525,9 +533,6 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut ConfigErrors) {
     if k.group_id.trim().is_empty() {
         errs.push("kafka.group_id", "must not be empty");
     }
-    if k.instance_id.trim().is_empty() {
-        errs.push("kafka.instance_id", "must not be empty");
-    }
     if k.format == Format::Avro && k.schema_registry_url.is_none() {
         errs.push(
             "kafka.schema_registry_url",
@@ -575,6 +580,7 @@ fn validate_topics(t: &TopicsConfig, systems: &[SystemConfig], errs: &mut Config
         ("reservations", &t.reservations),
         ("alerts", &t.alerts),
         ("decisions", &t.decisions),
+        ("incidents", &t.incidents),
         ("dead_letter", &t.dead_letter),
         ("changelog", &t.changelog),
         ("ticks", &t.ticks),

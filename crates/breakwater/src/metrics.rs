@@ -38,6 +38,9 @@ pub const COMMIT_RECORDS: &str = "breakwater_commit_batch_records";
 pub const COMMITS: &str = "breakwater_commits_total";
 /// Partitions this instance owns.
 pub const PARTITIONS: &str = "breakwater_assigned_partitions";
+/// Partitions assigned for some input topics but not all (members subscribe to different
+/// topics): not processed until the group agrees.
+pub const INCOMPLETE_TASKS: &str = "breakwater_incomplete_partitions";
 /// Changelog records restored into local state, by partition.
 pub const RESTORED: &str = "breakwater_restored_records_total";
 /// Wall-clock minus stream time, per partition.
@@ -119,6 +122,11 @@ pub fn describe() {
     describe_histogram!(COMMIT_RECORDS, Unit::Count, "Input records per commit.");
     describe_counter!(COMMITS, Unit::Count, "Commits by outcome.");
     describe_gauge!(PARTITIONS, Unit::Count, "Partitions this instance owns.");
+    describe_gauge!(
+        INCOMPLETE_TASKS,
+        Unit::Count,
+        "Partitions assigned for some input topics only (the group's members subscribe to different topics); not processed."
+    );
     describe_counter!(
         RESTORED,
         Unit::Count,

@@ -78,7 +78,14 @@ pub mod dlq_headers {
     pub const OFFSET: &str = "breakwater.dlq.offset";
     /// Source record timestamp (ms), if it had one.
     pub const TIMESTAMP: &str = "breakwater.dlq.timestamp";
+    /// Present when the value was cut to fit the dead-letter topic's `max.message.bytes`:
+    /// the original value's length in bytes (the whole record stays at its source offset).
+    pub const TRUNCATED_FROM: &str = "breakwater.dlq.truncated_from";
 }
+
+/// Room kept in a dead-letter record for the record batch and record framing, besides the
+/// key and headers (Kafka's batch header is 61 bytes; a record's own framing under 30).
+const DLQ_FRAMING: usize = 512;
 
 /// Why the processor stopped or restarted.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +114,23 @@ pub enum ProcessorError {
     /// Topics are missing or not co-partitioned.
     #[error("topics: {0}")]
     Topics(String),
+    /// librdkafka reported a fatal error (for example another live member with the same
+    /// `group.instance.id`): this client can do nothing more, and starting again would only
+    /// fence the other instance in turn. Exit, non-zero, for an operator or supervisor.
+    #[error("fatal kafka error: {0}")]
+    Fatal(String),
+    /// The changelog topic is not compacted-only.
+    #[error("{0}")]
+    ChangelogPolicy(String),
+    /// A partition's state cannot be rebuilt: the changelog lost records this instance needs
+    /// (deleted or recreated). Not retried: an operator must rebuild it (see the message).
+    #[error("partition {partition}'s state cannot be restored: {detail}")]
+    StateLost {
+        /// The partition.
+        partition: i32,
+        /// What was lost and what to do.
+        detail: String,
+    },
     /// Restoring a partition from the changelog failed.
     #[error("restoring partition {partition}: {detail}")]
     Restore {
@@ -125,13 +149,23 @@ impl ProcessorError {
             ProcessorError::Store(_) => "store",
             ProcessorError::Encode { .. } => "encode",
             ProcessorError::Topics(_) => "topics",
+            ProcessorError::Fatal(_) => "fatal",
+            ProcessorError::StateLost { .. } => "state_lost",
+            ProcessorError::ChangelogPolicy(_) => "changelog_policy",
             ProcessorError::Restore { .. } => "restore",
         }
     }
 
-    /// Whether starting again can help (topic layout problems need an operator).
+    /// Whether starting again can help (topic layout problems and fatal client errors need an
+    /// operator).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProcessorError::Topics(_))
+        !matches!(
+            self,
+            ProcessorError::Topics(_)
+                | ProcessorError::Fatal(_)
+                | ProcessorError::StateLost { .. }
+                | ProcessorError::ChangelogPolicy(_)
+        )
     }
 }
 
@@ -267,9 +301,17 @@ struct Engine {
     batch_records: usize,
     /// Drain rounds so far (which task goes first).
     drains: usize,
+    /// Partitions assigned for some input topics only (not opened, paused).
+    incomplete: BTreeSet<i32>,
     out: Vec<Output>,
     /// Incident reports of the record being folded, published after its outputs.
     reports: Vec<IncidentReport>,
+    /// The largest dead-letter record the topic and the producer accept, in bytes, once the
+    /// start-up topic checks have answered.
+    dead_letter_max_bytes: Option<usize>,
+    /// The start-up topic checks (they run beside the loop: a broker without DescribeConfigs
+    /// answers only after its timeout): the dead-letter limit, or a changelog problem.
+    checks: std::sync::mpsc::Receiver<Result<usize, ProcessorError>>,
     shared: Arc<Shared>,
 }
 
@@ -383,7 +425,9 @@ pub fn run_blocking(
             // Topics created just before start take a moment to show in metadata; a layout
             // that is still wrong after a minute needs an operator.
             Err(e)
-                if (e.is_retryable() || started.elapsed() < TOPIC_GRACE)
+                if (e.is_retryable()
+                    || (matches!(e, ProcessorError::Topics(_))
+                        && started.elapsed() < TOPIC_GRACE))
                     && !stop.load(Ordering::SeqCst) =>
             {
                 metrics::counter!(m::RESTARTS, "error_type" => e.kind()).increment(1);
@@ -445,8 +489,22 @@ fn run_once(
         in_txn: false,
         batch_records: 0,
         drains: 0,
+        incomplete: BTreeSet::new(),
         out: Vec::with_capacity(64),
         reports: Vec::new(),
+        dead_letter_max_bytes: None,
+        checks: {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (cfg, rt) = (Arc::clone(cfg), rt.clone());
+            std::thread::Builder::new()
+                .name("breakwater-topic-checks".into())
+                .spawn(move || {
+                    let r = check_changelog(&cfg, &rt).and_then(|()| dead_letter_limit(&cfg, &rt));
+                    let _ = tx.send(r);
+                })
+                .map_err(|e| ProcessorError::Topics(format!("starting the topic checks: {e}")))?;
+            rx
+        },
         shared: Arc::clone(shared),
     }));
     let consumer: BaseConsumer<ConsumerCtx> = {
@@ -505,8 +563,17 @@ fn run_once(
                 Some(Ok(msg)) => lock(&engine).buffer(msg.detach()),
                 Some(Err(err)) => {
                     // Consumer-level errors (broker down, ...) are reported here; librdkafka
-                    // retries on its own, so log and go on.
-                    debug!(error = %err, "consumer error");
+                    // retries those on its own, so log and go on. A fatal one (fenced by a
+                    // member with the same group.instance.id, ...) ends this process.
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        failed = Some(ProcessorError::Fatal(format!(
+                            "consumer: {code:?}: {reason}"
+                        )));
+                    } else if matches!(err, KafkaError::MessageConsumptionFatal(_)) {
+                        failed = Some(ProcessorError::Fatal(format!("consumer: {err}")));
+                    } else {
+                        warn!(error = %err, "consumer error");
+                    }
                     break;
                 }
                 None => break,
@@ -515,6 +582,14 @@ fn run_once(
         }
         if let Some(err) = failed {
             break Err(err);
+        }
+        if let Err(err) = lock(&engine).poll_checks() {
+            break Err(err);
+        }
+        if let Some((code, reason)) = lock(&engine).producer.client().fatal_error() {
+            break Err(ProcessorError::Fatal(format!(
+                "producer: {code:?}: {reason}"
+            )));
         }
         let mut e = lock(&engine);
         // Fold for at most one commit interval: a transaction must not outlive
@@ -527,14 +602,35 @@ fn run_once(
         if e.batch_records >= cfg.processor.max_batch_records
             || last_commit.elapsed() >= commit_every
         {
-            if let Err(err) = e.tick_idle(tick_every).and_then(|()| e.commit(&consumer)) {
+            if let Err(err) = e
+                .tick_idle(&consumer, tick_every)
+                .and_then(|()| e.commit(&consumer))
+            {
                 break Err(err);
             }
             last_commit = Instant::now();
         }
     };
-    // Drain and leave: commit what was processed, close the partitions, leave the group.
-    let final_commit = lock(&engine).commit(&consumer);
+    // An error from a client that librdkafka declared fatal (a fenced producer: another
+    // instance holds this transactional id) cannot be retried.
+    let result = result.map_err(|e| match lock(&engine).producer.client().fatal_error() {
+        Some((code, reason)) => {
+            ProcessorError::Fatal(format!("producer: {code:?}: {reason} ({e})"))
+        }
+        None => e,
+    });
+    // Stopping: commit what was processed. Failing: nothing of the open batch may be
+    // committed (its outputs may be lost with the aborted transaction while its state and
+    // offsets would not be); abort it, and the next incarnation re-reads the batch from the
+    // committed offsets over the state as of the last commit. Then close the partitions and
+    // leave the group.
+    let final_commit = match &result {
+        Ok(()) => lock(&engine).commit(&consumer),
+        Err(_) => {
+            lock(&engine).abort();
+            Ok(())
+        }
+    };
     {
         let mut e = lock(&engine);
         let all: Vec<i32> = e.tasks.keys().copied().collect();
@@ -546,6 +642,78 @@ fn run_once(
     drop(consumer);
     shared.ready.store(false, Ordering::SeqCst);
     result.and(final_commit)
+}
+
+/// A topic's configuration entry, as the broker reports it (the broker's default unless the
+/// topic overrides it).
+fn topic_config(
+    cfg: &Config,
+    rt: &Handle,
+    topic: &str,
+    name: &str,
+) -> Result<Option<String>, ProcessorError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_client_config(cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = rt
+        .block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts))
+        .map_err(kafka("describe topic configs"))?;
+    Ok(described.into_iter().filter_map(Result::ok).find_map(|r| {
+        r.entries
+            .into_iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value)
+    }))
+}
+
+/// The largest record the dead-letter topic takes: its `max.message.bytes`, capped by the
+/// producer's `message.max.bytes`.
+fn dead_letter_limit(cfg: &Config, rt: &Handle) -> Result<usize, ProcessorError> {
+    let producer_max = cfg
+        .kafka
+        .librdkafka_options
+        .get("message.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1_000_000);
+    let topic = cfg.topics.dead_letter.as_str();
+    match topic_config(cfg, rt, topic, "max.message.bytes") {
+        Ok(Some(v)) if v.parse::<usize>().is_ok() => {
+            Ok(v.parse::<usize>().unwrap_or(producer_max).min(producer_max))
+        }
+        // No DescribeConfigs (an ACL, librdkafka's mock cluster): assume the broker's default
+        // (1048588), which the producer's own limit is below.
+        other => {
+            warn!(topic, result = ?other.map_err(|e| e.to_string()), "cannot read the dead-letter topic's max.message.bytes; assuming the producer's limit");
+            Ok(producer_max)
+        }
+    }
+}
+
+/// The changelog must be compacted and nothing else: with `delete` (or `compact,delete`) in
+/// its cleanup policy, retention removes the last state of every key that has not changed
+/// for `retention.ms`, and a restore would silently rebuild a partition without them.
+fn check_changelog(cfg: &Config, rt: &Handle) -> Result<(), ProcessorError> {
+    let topic = cfg.topics.changelog.as_str();
+    let policy = match topic_config(cfg, rt, topic, "cleanup.policy") {
+        Ok(Some(p)) => p,
+        // No DescribeConfigs (an ACL, librdkafka's mock cluster): say so and go on.
+        other => {
+            warn!(topic, result = ?other.map_err(|e| e.to_string()), "cannot read the changelog's cleanup.policy; not checked");
+            return Ok(());
+        }
+    };
+    let parts: Vec<&str> = policy.split(',').map(str::trim).collect();
+    if parts.contains(&"compact") && !parts.contains(&"delete") {
+        return Ok(());
+    }
+    Err(ProcessorError::ChangelogPolicy(format!(
+        "the changelog topic {topic:?} has cleanup.policy={policy:?}; it must be \"compact\" \
+         (with delete, retention drops the state of keys that have not changed for \
+         retention.ms and a restore would miss them): kafka-configs --alter --entity-type \
+         topics --entity-name {topic} --add-config cleanup.policy=compact"
+    )))
 }
 
 /// Checks the input topics exist and are co-partitioned, and that Breakwater's own topics
@@ -875,18 +1043,18 @@ impl Engine {
                 };
                 metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => label)
                     .increment(1);
-                if outcome == Outcome::Applied {
-                    if !entry.dirty {
-                        entry.dirty = true;
-                        task.dirty.push(key.as_bytes().to_vec());
+                // Every outcome may have changed the state (a superseded event is recorded
+                // as seen, a duplicate may refresh the key's class): persist them all.
+                if !entry.dirty {
+                    entry.dirty = true;
+                    task.dirty.push(key.as_bytes().to_vec());
+                }
+                if before != after {
+                    if let Some(t) = before {
+                        task.timers.remove(&(t, key.as_bytes().to_vec()));
                     }
-                    if before != after {
-                        if let Some(t) = before {
-                            task.timers.remove(&(t, key.as_bytes().to_vec()));
-                        }
-                        if let Some(t) = after {
-                            task.timers.insert((t, key.as_bytes().to_vec()));
-                        }
+                    if let Some(t) = after {
+                        task.timers.insert((t, key.as_bytes().to_vec()));
                     }
                 }
                 self.emit(partition, key, sku, location, now)
@@ -1117,37 +1285,82 @@ impl Engine {
                 });
             }
         }
+        // A record the dead-letter topic cannot take would abort every transaction it is in,
+        // for ever: cut its value to fit and say so (the whole record stays at its source).
+        let max = self.dead_letter_max()?;
+        let key = msg.key().unwrap_or_default();
+        let mut payload = msg.payload().unwrap_or_default();
+        let header_bytes: usize = (0..headers.count())
+            .map(|i| {
+                let h = headers.get(i);
+                h.key.len() + h.value.map_or(0, <[u8]>::len) + 10
+            })
+            .sum();
+        let room = max.saturating_sub(DLQ_FRAMING + key.len() + header_bytes + 32);
+        if payload.len() > room {
+            warn!(
+                topic,
+                partition = msg.partition(),
+                offset = msg.offset(),
+                bytes = payload.len(),
+                room,
+                "dead-lettered record too large for the dead-letter topic; its value is cut"
+            );
+            headers = headers.insert(Header {
+                key: dlq_headers::TRUNCATED_FROM,
+                value: Some(&payload.len().to_string()),
+            });
+            payload = &payload[..room];
+        }
+        // A record without a timestamp keeps the partition's stream time.
+        let ts = ts.unwrap_or_else(|| {
+            self.tasks
+                .get(&msg.partition())
+                .map_or(0, |t| t.meta.stream_time)
+        });
         self.begin()?;
         send(
             &self.producer,
             BaseRecord::to(&self.cfg.topics.dead_letter)
                 .partition(msg.partition())
-                .key(msg.key().unwrap_or_default())
-                .payload(msg.payload().unwrap_or_default())
-                .timestamp(ts.unwrap_or_else(wall_ms))
+                .key(key)
+                .payload(payload)
+                .timestamp(ts)
                 .headers(headers),
         )
     }
 
-    /// Sends a clock tick for every partition that has had no input for `every`, so its
-    /// timers fire on time. The tick is an input like any other: replay sees it too.
-    fn tick_idle(&mut self, every: Duration) -> Result<(), ProcessorError> {
+    /// Sends a clock tick for every partition that has had no input for `every` and has
+    /// nothing unread, so its timers fire on time. The tick is an input like any other:
+    /// replay sees it too. A partition with records buffered, or with any input partition
+    /// not known (from the broker's statistics) to be read to its end, is not idle: a
+    /// wall-clock tick would put stream time ahead of its backlog.
+    fn tick_idle(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        every: Duration,
+    ) -> Result<(), ProcessorError> {
         let now = wall_ms();
+        let order = &self.order;
+        let stats = lock(&consumer.context().offsets);
         let idle: Vec<i32> = self
             .tasks
             .iter_mut()
-            // A partition with input buffered or still being fetched is not idle.
-            .filter(|(_, t)| {
+            .filter(|(p, t)| {
                 t.group.buffered() == 0
                     && !t.group.waiting()
                     && t.last_input.elapsed() >= every
                     && t.last_tick.elapsed() >= every
+                    && order.iter().enumerate().all(|(ti, topic)| {
+                        caught_up(stats.get(&(topic.clone(), **p)).copied(), t.fetched[ti])
+                    })
             })
             .map(|(p, t)| {
                 t.last_tick = Instant::now();
                 *p
             })
             .collect();
+        drop(stats);
         for p in idle {
             self.begin()?;
             send(
@@ -1164,6 +1377,55 @@ impl Engine {
                 .set((now - task.meta.stream_time) as f64 / 1000.0);
         }
         Ok(())
+    }
+
+    /// The start-up checks' verdict, if it has arrived (without waiting).
+    fn poll_checks(&mut self) -> Result<(), ProcessorError> {
+        match self.checks.try_recv() {
+            Ok(Ok(max)) => {
+                self.dead_letter_max_bytes = Some(max);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The dead-letter record limit, waiting for the start-up checks if they are still
+    /// running (only a dead letter needs it).
+    fn dead_letter_max(&mut self) -> Result<usize, ProcessorError> {
+        if let Some(max) = self.dead_letter_max_bytes {
+            return Ok(max);
+        }
+        match self.checks.recv() {
+            Ok(Ok(max)) => {
+                self.dead_letter_max_bytes = Some(max);
+                Ok(max)
+            }
+            Ok(Err(e)) => Err(e),
+            // Already answered and consumed, or the thread is gone: librdkafka's default.
+            Err(_) => Ok(*self.dead_letter_max_bytes.get_or_insert(1_000_000)),
+        }
+    }
+
+    /// Abandons the open batch: aborts its transaction (if any) and forgets every change not
+    /// committed, so nothing of it can reach Kafka or RocksDB.
+    fn abort(&mut self) {
+        if self.in_txn {
+            if let Err(e) = self.producer.abort_transaction(Duration::from_secs(30)) {
+                // A fenced or failed producer cannot abort; the broker aborts the transaction
+                // when it times out or when the next incarnation initialises the same id.
+                warn!(error = %e, "abort_transaction failed");
+            }
+            self.in_txn = false;
+        }
+        metrics::counter!(m::COMMITS, "outcome" => "aborted").increment(1);
+        for task in self.tasks.values_mut() {
+            task.cache.clear();
+            task.dirty.clear();
+            task.positions.clear();
+        }
+        self.batch_records = 0;
     }
 
     /// Opens a transaction if none is open.
@@ -1321,7 +1583,50 @@ impl Engine {
         consumer: &BaseConsumer<ConsumerCtx>,
         tpl: &TopicPartitionList,
     ) -> Result<(), ProcessorError> {
-        let partitions: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        // Co-partitioning: task p is partition p of every input topic. A member subscribed to
+        // other topics (a rolling deploy that adds a system) leaves the range assignor free to
+        // give this instance p of some topics and another instance p of the rest; opening the
+        // task here would give partition p two owners writing one changelog partition. Such a
+        // partition is paused and not opened (the instance is not ready) until every member
+        // subscribes to the same topics.
+        let mut held: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+        for e in tpl.elements() {
+            held.entry(e.partition())
+                .or_default()
+                .insert(e.topic().to_owned());
+        }
+        let mut partitions = BTreeSet::new();
+        let mut blocked = TopicPartitionList::new();
+        self.incomplete.clear();
+        for (p, topics) in &held {
+            let missing: Vec<&str> = self
+                .order
+                .iter()
+                .map(String::as_str)
+                .filter(|t| !topics.contains(*t))
+                .collect();
+            if missing.is_empty() {
+                partitions.insert(*p);
+                continue;
+            }
+            tracing::error!(
+                partition = p,
+                missing = ?missing,
+                "assigned partition {p} of some input topics but not of {missing:?}: the group's \
+                 members subscribe to different topics (a rolling deploy that changed \
+                 [[systems]]?); not processing partition {p} until they agree"
+            );
+            for t in topics {
+                blocked
+                    .add_partition_offset(t, *p, Offset::Invalid)
+                    .map_err(kafka("pause"))?;
+            }
+            self.incomplete.insert(*p);
+        }
+        if blocked.count() > 0 {
+            consumer.pause(&blocked).map_err(kafka("pause"))?;
+        }
+        metrics::gauge!(m::INCOMPLETE_TASKS).set(self.incomplete.len() as f64);
         // Where each assigned input partition resumes: an empty partition is caught up when
         // its position reaches the high watermark, and until the consumer has fetched from
         // it, its position is the committed offset.
@@ -1379,7 +1684,9 @@ impl Engine {
             );
         }
         metrics::gauge!(m::PARTITIONS).set(self.tasks.len() as f64);
-        self.shared.ready.store(true, Ordering::SeqCst);
+        self.shared
+            .ready
+            .store(self.incomplete.is_empty(), Ordering::SeqCst);
         Ok(())
     }
 
@@ -1490,15 +1797,36 @@ fn restore(cfg: &Config, store: &PartitionStore, p: i32) -> Result<Meta, Process
     let (low, high) = consumer
         .fetch_watermarks(topic, p, Duration::from_secs(30))
         .map_err(kafka("changelog watermarks"))?;
+    let local = cfg.state.dir.join(format!("partition-{p}"));
     if meta.changelog_next > high {
-        return Err(err(format!(
-            "local state is ahead of the changelog (local next offset {}, changelog end {high}): \
-             the changelog topic was recreated; move {} away to rebuild this partition",
-            meta.changelog_next,
-            cfg.state.dir.join(format!("partition-{p}")).display()
-        )));
+        return Err(ProcessorError::StateLost {
+            partition: p,
+            detail: format!(
+                "local state is ahead of the changelog (local next offset {}, changelog end \
+                 {high}): the changelog topic was recreated; move {} away to rebuild this \
+                 partition from the changelog",
+                meta.changelog_next,
+                local.display()
+            ),
+        });
     }
-    let start = meta.changelog_next.max(low);
+    // Records between what the local state includes and the changelog's first offset were
+    // deleted (retention, DeleteRecords, a recreated topic that grew back): restoring from
+    // `low` would silently skip their keys' latest states.
+    if meta.changelog_next < low {
+        return Err(ProcessorError::StateLost {
+            partition: p,
+            detail: format!(
+                "the changelog partition starts at offset {low} but the local state ({}) \
+                 includes it only up to offset {}: the records in between were deleted. \
+                 Rebuild the partition from its inputs (a new group.id or reset offsets, with \
+                 the local state moved away), or restore the changelog",
+                local.display(),
+                meta.changelog_next
+            ),
+        });
+    }
+    let start = meta.changelog_next;
     if start >= high {
         return Ok(meta);
     }

@@ -34,6 +34,58 @@ pub enum RunError {
     /// The processor did not finish within the shutdown deadline.
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimeout(Duration),
+    /// No `kafka.instance_id` and no `$HOSTNAME` to default to.
+    #[error(
+        "kafka.instance_id is not set and $HOSTNAME is empty: give every instance its own stable \
+         id (BREAKWATER_KAFKA__INSTANCE_ID=...); two instances sharing one fence each other"
+    )]
+    NoInstanceId,
+    /// The processor thread panicked: a bug. The process exits non-zero so a supervisor
+    /// restarts it (from the last commit) and the panic is seen.
+    #[error("the processor thread panicked: {0}")]
+    Panicked(String),
+}
+
+/// Runs `f` on the processor thread. The receiver yields its result; a panic in `f` is
+/// caught and reported as [`RunError::Panicked`], never as a clean exit.
+fn spawn_processor<F>(
+    f: F,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), RunError>>, RunError>
+where
+    F: FnOnce() -> Result<(), ProcessorError> + Send + 'static,
+{
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("breakwater-processor".into())
+        .spawn(move || {
+            let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                Ok(r) => r.map_err(RunError::from),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".to_owned());
+                    error!(panic = %msg, "processor thread panicked");
+                    Err(RunError::Panicked(msg))
+                }
+            };
+            let _ = done_tx.send(r);
+        })
+        .map_err(RunError::Spawn)?;
+    Ok(done_rx)
+}
+
+/// What the processor thread's channel says: its result, or, if it closed without one (the
+/// thread died some other way), an error too.
+fn outcome(
+    r: Result<Result<(), RunError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), RunError> {
+    r.unwrap_or_else(|_| {
+        Err(RunError::Panicked(
+            "the processor thread ended without a result".into(),
+        ))
+    })
 }
 
 /// The codec the config asks for.
@@ -69,6 +121,9 @@ pub async fn run_with(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    if cfg.kafka.instance_id.trim().is_empty() {
+        return Err(RunError::NoInstanceId);
+    }
     let cfg = Arc::new(cfg);
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
@@ -91,19 +146,12 @@ pub async fn run_with(
         }
     });
 
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    {
+    let done_rx = {
         let (cfg, shared, stop) = (Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&stop));
         let codec = codec(&cfg);
         let rt = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("breakwater-processor".into())
-            .spawn(move || {
-                let r = run_blocking(cfg, codec, rt, shared, stop);
-                let _ = done_tx.send(r);
-            })
-            .map_err(RunError::Spawn)?;
-    }
+        spawn_processor(move || run_blocking(cfg, codec, rt, shared, stop))?
+    };
 
     tokio::pin!(shutdown);
     tokio::pin!(done_rx);
@@ -113,20 +161,56 @@ pub async fn run_with(
             stop.store(true, Ordering::SeqCst);
             let deadline = Duration::from_millis(cfg.processor.shutdown_timeout_ms);
             match tokio::time::timeout(deadline, &mut done_rx).await {
-                Ok(Ok(r)) => r.map_err(RunError::from),
-                Ok(Err(_)) => Ok(()),
+                Ok(r) => outcome(r),
                 Err(_) => {
                     warn!(?deadline, "shutdown deadline passed; exiting without a final commit");
                     Err(RunError::ShutdownTimeout(deadline))
                 }
             }
         }
-        r = &mut done_rx => match r {
-            Ok(r) => r.map_err(RunError::from),
-            Err(_) => Ok(()),
-        },
+        r = &mut done_rx => outcome(r),
     };
     cancel.cancel();
     let _ = http.await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_processor_is_an_error_not_a_clean_exit() {
+        let rx = spawn_processor(|| panic!("boom in the fold")).unwrap();
+        match outcome(rx.await) {
+            Err(RunError::Panicked(msg)) => assert!(msg.contains("boom in the fold"), "{msg}"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_processor_error_stays_an_error_and_success_stays_success() {
+        let rx = spawn_processor(|| Err(ProcessorError::Topics("missing".into()))).unwrap();
+        assert!(matches!(
+            outcome(rx.await),
+            Err(RunError::Processor(ProcessorError::Topics(_)))
+        ));
+        let rx = spawn_processor(|| Ok(())).unwrap();
+        assert!(outcome(rx.await).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_instance_without_an_id_refuses_to_start() {
+        let mut cfg = Config::from_toml(include_str!("../../../deploy/breakwater.toml")).unwrap();
+        cfg.kafka.instance_id = String::new();
+        let r = run(cfg, None, std::future::pending()).await;
+        assert!(matches!(r, Err(RunError::NoInstanceId)), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_channel_closed_without_a_result_is_an_error() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<(), RunError>>();
+        drop(tx);
+        assert!(matches!(outcome(rx.await), Err(RunError::Panicked(_))));
+    }
 }
