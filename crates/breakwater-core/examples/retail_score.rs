@@ -1,6 +1,7 @@
 //! The retail-day benchmark: generates a truth-scored retail stream, folds it through the pure
 //! fold and prints alert precision and recall against the injected faults, false alerts per
-//! 10k orders, keys whose final state differs from the truth, and the fold's throughput.
+//! 10k orders, the incidents the alerts make, keys whose final state differs from the truth,
+//! and the fold's throughput.
 //!
 //! ```sh
 //! cargo run --release -p breakwater-core --example retail_score -- month   # 30 days, 36k keys
@@ -77,6 +78,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  alerts by kind: {by_kind:?}");
     println!("  actions without alert: {:?}", r.actions);
+    let mut incidents: BTreeMap<&str, usize> = BTreeMap::new();
+    for rep in &r.incidents {
+        *incidents.entry(rep.status.as_str()).or_default() += 1;
+    }
+    let alerts = r
+        .alerts
+        .iter()
+        .filter(|(_, _, a)| a.kind != breakwater_core::AlertKind::Resolved)
+        .count();
+    println!(
+        "  incidents: {} opened for {alerts} alerts; reports {incidents:?}",
+        incidents.get("OPENED").copied().unwrap_or(0)
+    );
     println!(
         "  precision {:.4}  recall {:.4}  (true {}, false {}, missed {})",
         s.precision(),

@@ -45,7 +45,44 @@ impl Rng {
     }
 }
 
-/// Publishes `n` WMS events at a steady pace on a background thread.
+/// The crash test's input: [`wms_event`]s carrying a per-key `source_seq`, plus a redelivered
+/// earlier event every 17th record (same id: a duplicate) and every 13th a late ABSOLUTE
+/// count with an older `source_seq` (superseded: recorded as seen, no change). Deterministic
+/// in `i`.
+fn crash_event(
+    i: usize,
+    now: i64,
+    seqs: &mut std::collections::HashMap<String, i64>,
+    sent: &mut Vec<(String, Vec<u8>)>,
+) -> (String, Vec<u8>) {
+    if i % 17 == 5 && i > 17 {
+        let again = sent[i - 17].clone();
+        sent.push(again.clone());
+        return again;
+    }
+    let (key, payload) = wms_event(i, KEYS, now);
+    let seq = seqs.entry(key.clone()).or_insert(0);
+    *seq += 1;
+    let mut e: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    if i % 13 == 7 && *seq > 3 {
+        e["event_id"] = format!("late-{i}").into();
+        e["type"] = "SNAPSHOT".into();
+        e["measure"] = "on_hand".into();
+        e["mode"] = "ABSOLUTE".into();
+        e["quantity"] = 40.into();
+        e["source_seq"] = (*seq - 3).into();
+        if let Some(m) = e.as_object_mut() {
+            m.remove("based_on_version");
+        }
+    } else {
+        e["source_seq"] = (*seq).into();
+    }
+    let out = (key, serde_json::to_vec(&e).unwrap());
+    sent.push(out.clone());
+    out
+}
+
+/// Publishes `n` crash-test events at a steady pace on a background thread.
 fn publish(
     bootstrap: String,
     topic: String,
@@ -56,8 +93,9 @@ fn publish(
     let d = Arc::clone(&done);
     let h = std::thread::spawn(move || {
         let p = producer(&bootstrap);
+        let (mut seqs, mut sent) = (std::collections::HashMap::new(), Vec::new());
         for i in 0..n {
-            let (key, payload) = wms_event(i, KEYS, now_ms());
+            let (key, payload) = crash_event(i, now_ms(), &mut seqs, &mut sent);
             let rec = BaseRecord::to(&topic).key(&key).payload(&payload);
             p.send(rec).map_err(|(e, _)| e).expect("send");
             p.poll(Duration::ZERO);
@@ -79,7 +117,7 @@ fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kafka broker: run `make test`"]
-async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+async fn kill_9_twenty_times_with_duplicates_and_late_events_loses_and_duplicates_nothing() {
     let bootstrap = common::bootstrap();
     let prefix = common::unique("crash");
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +141,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
         Duration::from_millis(60),
     );
     let mut kills = 0;
-    while kills < 10 || !done.load(Ordering::SeqCst) {
+    while kills < 20 || !done.load(Ordering::SeqCst) {
         let mut child = spawn_binary(&path, &log);
         std::thread::sleep(rng.millis(800, 3500));
         kill9(&mut child);
@@ -141,7 +179,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     );
     assert_exactly_once(&want, &published(&bootstrap, &cfg));
 
-    // The local state that survived ten kills is the pure fold of the log...
+    // The local state that survived twenty kills is the pure fold of the log...
     let mut local = std::collections::BTreeMap::new();
     for p in 0..PARTITIONS {
         let store = PartitionStore::open(&state, p).unwrap();
