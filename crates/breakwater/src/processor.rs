@@ -29,8 +29,8 @@ use breakwater_codec::records::{
 use breakwater_codec::{AnyCodec, Codec, CodecError, ErrorClass, WireRecord};
 use breakwater_core::fold::{apply, validate, validate_command, Input, Outcome};
 use breakwater_core::{
-    message_key, IncidentBook, IncidentReport, InventoryEvent, KeyState, Millis, Model, Output,
-    ReservationCommand, SysId,
+    message_key, AlertKind, IncidentBook, IncidentReport, IncidentStatus, InventoryEvent, KeyState,
+    Millis, Model, Output, ReservationCommand, SysId,
 };
 use breakwater_store::{
     decode_incidents, decode_state, encode_incidents, encode_state, Batch, Meta, PartitionStore,
@@ -285,6 +285,78 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The processor's state, shared between the poll loop and the rebalance callbacks (which
 /// run inside `poll`, when the loop does not hold the lock).
+/// What one batch did, recorded in the metrics only when the batch commits (an aborted batch
+/// is read again and would count twice). Keyed without strings, so counting allocates
+/// nothing per record; the labels are formatted once per commit.
+#[derive(Default)]
+struct Tally {
+    /// (input topic index in `Engine::order`, outcome).
+    inputs: BTreeMap<(usize, &'static str), u64>,
+    /// (input topic index, reason code).
+    dead_letters: BTreeMap<(usize, &'static str), u64>,
+    propagations: BTreeMap<SysId, u64>,
+    alerts: BTreeMap<(AlertKind, SysId), u64>,
+    suppressed: BTreeMap<(AlertKind, SysId), u64>,
+    decisions: BTreeMap<&'static str, u64>,
+    incidents: BTreeMap<(AlertKind, IncidentStatus), u64>,
+    actions: BTreeMap<(SysId, &'static str), u64>,
+    /// (origin, system, latency ms, within the window).
+    convergences: Vec<(SysId, SysId, i64, bool)>,
+}
+
+impl Tally {
+    fn count<K: Ord>(map: &mut BTreeMap<K, u64>, key: K) {
+        *map.entry(key).or_default() += 1;
+    }
+
+    /// Records the batch in the metrics and empties the tally.
+    fn record(&mut self, model: &Model, order: &[String]) {
+        let topic = |i: usize| order.get(i).cloned().unwrap_or_default();
+        for ((t, outcome), n) in std::mem::take(&mut self.inputs) {
+            metrics::counter!(m::INPUT_RECORDS, "topic" => topic(t), "outcome" => outcome)
+                .increment(n);
+        }
+        for ((t, reason), n) in std::mem::take(&mut self.dead_letters) {
+            metrics::counter!(m::DEAD_LETTERS, "topic" => topic(t), "reason" => reason)
+                .increment(n);
+        }
+        for (sys, n) in std::mem::take(&mut self.propagations) {
+            metrics::counter!(m::PROPAGATIONS, "system" => model.name(sys).to_owned()).increment(n);
+        }
+        for ((kind, sys), n) in std::mem::take(&mut self.alerts) {
+            metrics::counter!(m::ALERTS, "kind" => kind.as_str(), "system" => model.name(sys).to_owned())
+                .increment(n);
+        }
+        for ((kind, sys), n) in std::mem::take(&mut self.suppressed) {
+            metrics::counter!(m::ALERTS_SUPPRESSED, "kind" => kind.as_str(), "system" => model.name(sys).to_owned())
+                .increment(n);
+        }
+        for (decision, n) in std::mem::take(&mut self.decisions) {
+            metrics::counter!(m::DECISIONS, "decision" => decision).increment(n);
+        }
+        for ((kind, status), n) in std::mem::take(&mut self.incidents) {
+            metrics::counter!(m::INCIDENTS, "kind" => kind.as_str(), "status" => status.as_str())
+                .increment(n);
+        }
+        for ((sys, outcome), n) in std::mem::take(&mut self.actions) {
+            metrics::counter!(m::ACTIONS, "system" => model.name(sys).to_owned(), "outcome" => outcome)
+                .increment(n);
+        }
+        for (origin, sys, latency_ms, within) in self.convergences.drain(..) {
+            let handoff = format!("{}->{}", model.name(origin), model.name(sys));
+            metrics::histogram!(m::HANDOFF_LATENCY, "handoff" => handoff.clone())
+                .record(latency_ms as f64 / 1000.0);
+            metrics::counter!(m::HANDOFF_CONVERGENCES, "handoff" => handoff, "within" => if within { "true" } else { "false" })
+                .increment(1);
+        }
+    }
+
+    /// Forgets the batch (it was aborted).
+    fn clear(&mut self) {
+        *self = Tally::default();
+    }
+}
+
 struct Engine {
     cfg: Arc<Config>,
     model: Model,
@@ -306,6 +378,8 @@ struct Engine {
     out: Vec<Output>,
     /// Incident reports of the record being folded, published after its outputs.
     reports: Vec<IncidentReport>,
+    /// The open batch's counts, for the metrics at commit.
+    tally: Tally,
     /// The largest dead-letter record the topic and the producer accept, in bytes, once the
     /// start-up topic checks have answered.
     dead_letter_max_bytes: Option<usize>,
@@ -492,6 +566,7 @@ fn run_once(
         incomplete: BTreeSet::new(),
         out: Vec::with_capacity(64),
         reports: Vec::new(),
+        tally: Tally::default(),
         dead_letter_max_bytes: None,
         checks: {
             let (tx, rx) = std::sync::mpsc::channel();
@@ -906,8 +981,8 @@ impl Engine {
         };
         match kind {
             TopicKind::Ticks => {
-                metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => "tick")
-                    .increment(1);
+                let ti = self.topic_index(topic);
+                Tally::count(&mut self.tally.inputs, (ti, "tick"));
                 let now = self.advance(partition, ts)?;
                 let _ = now;
                 Ok(())
@@ -1041,8 +1116,13 @@ impl Engine {
                     Outcome::Duplicate => "duplicate",
                     Outcome::Superseded => "superseded",
                 };
-                metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => label)
-                    .increment(1);
+                // Field access, not `topic_index`: the key's entry is borrowed from the task.
+                let ti = self
+                    .order
+                    .iter()
+                    .position(|t| t == topic)
+                    .unwrap_or(usize::MAX);
+                Tally::count(&mut self.tally.inputs, (ti, label));
                 // Every outcome may have changed the state (a superseded event is recorded
                 // as seen, a duplicate may refresh the key's class): persist them all.
                 if !entry.dirty {
@@ -1117,7 +1197,7 @@ impl Engine {
                     let Some(sys) = self.model.system(p.target) else {
                         continue;
                     };
-                    metrics::counter!(m::PROPAGATIONS, "system" => sys.name.clone()).increment(1);
+                    Tally::count(&mut self.tally.propagations, p.target);
                     let topic = sys.propagation_topic.clone();
                     let rec = propagation_record(&self.model, sku, location, p);
                     let payload = self.encode(&topic, &rec)?;
@@ -1133,12 +1213,10 @@ impl Engine {
                         None => true,
                     };
                     if !publish {
-                        metrics::counter!(m::ALERTS_SUPPRESSED, "kind" => a.kind.as_str(), "system" => self.model.name(a.system).to_owned())
-                            .increment(1);
+                        Tally::count(&mut self.tally.suppressed, (a.kind, a.system));
                         continue;
                     }
-                    metrics::counter!(m::ALERTS, "kind" => a.kind.as_str(), "system" => self.model.name(a.system).to_owned())
-                        .increment(1);
+                    Tally::count(&mut self.tally.alerts, (a.kind, a.system));
                     let topic = self.cfg.topics.alerts.clone();
                     let rec = alert_record(&self.model, sku, location, a);
                     let payload = self.encode(&topic, &rec)?;
@@ -1146,27 +1224,23 @@ impl Engine {
                 }
                 Output::Decision(d) => {
                     let kind = decision_label(d.kind);
-                    metrics::counter!(m::DECISIONS, "decision" => kind).increment(1);
+                    Tally::count(&mut self.tally.decisions, kind);
                     let topic = self.cfg.topics.decisions.clone();
                     let rec = decision_record(sku, location, d);
                     let payload = self.encode(&topic, &rec)?;
                     (topic, payload)
                 }
                 Output::Converged(c) => {
-                    let handoff = format!(
-                        "{}->{}",
-                        self.model.name(c.origin),
-                        self.model.name(c.system)
-                    );
-                    metrics::histogram!(m::HANDOFF_LATENCY, "handoff" => handoff.clone())
-                        .record(c.latency_ms as f64 / 1000.0);
-                    metrics::counter!(m::HANDOFF_CONVERGENCES, "handoff" => handoff, "within" => if c.within_window { "true" } else { "false" })
-                        .increment(1);
+                    self.tally.convergences.push((
+                        c.origin,
+                        c.system,
+                        c.latency_ms,
+                        c.within_window,
+                    ));
                     continue;
                 }
                 Output::Action(a) => {
-                    metrics::counter!(m::ACTIONS, "system" => self.model.name(a.system).to_owned(), "outcome" => a.outcome.as_str())
-                        .increment(1);
+                    Tally::count(&mut self.tally.actions, (a.system, a.outcome.as_str()));
                     continue;
                 }
             };
@@ -1196,8 +1270,7 @@ impl Engine {
         let topic = self.cfg.topics.incidents.clone();
         for r in &reports {
             let rec = incident_record(&self.model, partition, r);
-            metrics::counter!(m::INCIDENTS, "kind" => r.incident.kind.as_str(), "status" => r.status.as_str())
-                .increment(1);
+            Tally::count(&mut self.tally.incidents, (r.incident.kind, r.status));
             let payload = self.encode(&topic, &rec)?;
             self.begin()?;
             send(
@@ -1242,10 +1315,9 @@ impl Engine {
         reason: String,
     ) -> Result<(), ProcessorError> {
         let topic = msg.topic();
-        metrics::counter!(m::INPUT_RECORDS, "topic" => topic.to_owned(), "outcome" => "dead_letter")
-            .increment(1);
-        metrics::counter!(m::DEAD_LETTERS, "topic" => topic.to_owned(), "reason" => code)
-            .increment(1);
+        let ti = self.topic_index(topic);
+        Tally::count(&mut self.tally.inputs, (ti, "dead_letter"));
+        Tally::count(&mut self.tally.dead_letters, (ti, code));
         debug!(topic, partition = msg.partition(), offset = msg.offset(), code, %reason, "dead-lettered");
         let mut headers = OwnedHeaders::new()
             .insert(Header {
@@ -1379,6 +1451,14 @@ impl Engine {
         Ok(())
     }
 
+    /// The index of input topic `topic` in `order` (`usize::MAX` if it is not one).
+    fn topic_index(&self, topic: &str) -> usize {
+        self.order
+            .iter()
+            .position(|t| t == topic)
+            .unwrap_or(usize::MAX)
+    }
+
     /// The start-up checks' verdict, if it has arrived (without waiting).
     fn poll_checks(&mut self) -> Result<(), ProcessorError> {
         match self.checks.try_recv() {
@@ -1420,6 +1500,7 @@ impl Engine {
             self.in_txn = false;
         }
         metrics::counter!(m::COMMITS, "outcome" => "aborted").increment(1);
+        self.tally.clear();
         for task in self.tasks.values_mut() {
             task.cache.clear();
             task.dirty.clear();
@@ -1493,6 +1574,7 @@ impl Engine {
             }
         }
         metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
+        self.tally.record(&self.model, &self.order);
         self.shared
             .committed_records
             .fetch_add(self.batch_records as u64, Ordering::SeqCst);
@@ -1943,7 +2025,74 @@ fn decision_label(k: breakwater_core::DecisionKind) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{caught_up, BrokerOffsets};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// Counter values by name and labels, as `name{k=v,...}`.
+    fn counters(snapshotter: &metrics_util::debugging::Snapshotter) -> BTreeMap<String, u64> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(n) => {
+                    let k = key.key();
+                    let labels: Vec<String> = k
+                        .labels()
+                        .map(|l| format!("{}={}", l.key(), l.value()))
+                        .collect();
+                    Some((format!("{}{{{}}}", k.name(), labels.join(",")), n))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_aborted_batch_counts_nothing_and_a_committed_one_counts_once() {
+        let cfg = Config::from_toml(include_str!("../../../deploy/breakwater.toml")).unwrap();
+        let order = vec!["inventory.wms.events".to_owned()];
+        let wms = cfg.model.system_by_name("wms").unwrap().id;
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let mut t = Tally::default();
+            // A batch that aborts: an input, an alert, a propagation, a convergence.
+            Tally::count(&mut t.inputs, (0, "applied"));
+            Tally::count(&mut t.alerts, (AlertKind::Oversell, wms));
+            Tally::count(&mut t.propagations, wms);
+            t.convergences.push((wms, wms, 1_000, true));
+            t.clear();
+            t.record(&cfg.model, &order);
+            // The batch read again, committed.
+            Tally::count(&mut t.inputs, (0, "applied"));
+            Tally::count(&mut t.inputs, (0, "applied"));
+            Tally::count(&mut t.alerts, (AlertKind::Oversell, wms));
+            t.record(&cfg.model, &order);
+            // Recorded once: a second record adds nothing.
+            t.record(&cfg.model, &order);
+        });
+        let c = counters(&snapshotter);
+        assert_eq!(
+            c.get("breakwater_input_records_total{topic=inventory.wms.events,outcome=applied}"),
+            Some(&2),
+            "{c:?}"
+        );
+        assert_eq!(
+            c.get("breakwater_alerts_total{kind=OVERSELL,system=wms}"),
+            Some(&1),
+            "{c:?}"
+        );
+        assert!(
+            !c.keys().any(|k| k.starts_with("breakwater_propagation")),
+            "{c:?}"
+        );
+        assert!(
+            !c.keys().any(|k| k.starts_with("breakwater_handoff")),
+            "{c:?}"
+        );
+    }
+
+    use super::*;
 
     fn at(low: i64, position: i64, last_stable: i64) -> Option<BrokerOffsets> {
         Some(BrokerOffsets {
