@@ -3,7 +3,7 @@
 # integration tests. No Docker and no Kafka tarball: the broker jars come from
 # Maven Central through scripts/kafka/pom.xml and are cached outside the repo.
 #
-# Usage: scripts/kafka.sh start|stop|status|bootstrap
+# Usage: scripts/kafka.sh start|stop|restart|status|bootstrap
 #
 #   start      fetch jars (first time only), format a fresh KRaft log dir, start
 #              the broker in the background, wait until it answers ApiVersions,
@@ -12,6 +12,9 @@
 #              All progress messages go to stderr.
 #   stop       SIGTERM, wait up to 30 s, then SIGKILL. Exit 0 if not running,
 #              so it is safe in a trap.
+#   restart    stop the running broker and start it again on the SAME log dir
+#              (topics, offsets and transactions survive), wait until it answers:
+#              the broker-restart test uses it mid-stream.
 #   status     exit 0 and print the address if running and answering.
 #   bootstrap  print the address.
 #
@@ -370,13 +373,23 @@ cmd_status() {
     return 1
 }
 
+cmd_restart() {
+    require_java
+    running_pid >/dev/null || die "no broker started by kafka.sh is running in $RUN_DIR"
+    stop_broker
+    launch_broker
+    wait_ready "$(cat "$PID_FILE")"
+    echo "$BOOTSTRAP"
+}
+
 case "${1:-}" in
     start) cmd_start ;;
     stop) stop_broker ;;
+    restart) cmd_restart ;;
     status) cmd_status ;;
     bootstrap) echo "$BOOTSTRAP" ;;
     *)
-        echo "usage: $0 start|stop|status|bootstrap" >&2
+        echo "usage: $0 start|stop|restart|status|bootstrap" >&2
         exit 2
         ;;
 esac

@@ -1643,6 +1643,18 @@ impl Engine {
                     .map_err(kafka("offsets"))?;
             }
         }
+        // A batch that consumed nothing (only ticks written) still commits the offsets it
+        // already had: the offset commit carries the group generation, so a zombie that lost
+        // its partitions is fenced here instead of landing its ticks after the new owner's.
+        if offsets.count() == 0 {
+            for (p, task) in &self.tasks {
+                for (topic, next) in &task.meta.positions {
+                    offsets
+                        .add_partition_offset(topic, *p, Offset::Offset(*next))
+                        .map_err(kafka("offsets"))?;
+                }
+            }
+        }
         if offsets.count() > 0 {
             let cgm = consumer.group_metadata().ok_or(ProcessorError::Kafka {
                 op: "group_metadata",

@@ -288,3 +288,91 @@ async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
     assert_exactly_once(&want, &published(&bootstrap, &cfg));
     assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
 }
+
+/// SIGSTOP an instance past its session timeout: the other instance takes its partitions
+/// while it still holds an open transaction and a cache it believes current. On SIGCONT it
+/// must commit nothing of what it did before (the broker aborted its transaction; its offset
+/// commit carries a stale group generation), and every output stays exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn a_paused_instance_commits_nothing_after_its_partitions_moved() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("paused");
+    let dir = tempfile::tempdir().unwrap();
+    let session = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
+    let mk = |name: &str, port: u16| {
+        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name);
+        let text = with_http_port(&text, port).replace(
+            "[kafka.librdkafka_options]\n",
+            &format!("[kafka.librdkafka_options]\n{session}"),
+        );
+        let d = dir.path().join(format!("{name}-cfg"));
+        std::fs::create_dir_all(&d).unwrap();
+        (
+            write_config(&d, &text),
+            dir.path().join(format!("{name}.log")),
+            text,
+        )
+    };
+    let (port_a, port_b) = loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            break (a, b);
+        }
+    };
+    let (path_a, log_a, text) = mk("a", port_a);
+    let (path_b, log_b, _) = mk("b", port_b);
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
+        .await
+        .unwrap();
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+
+    let mut a = spawn_binary(&path_a, &log_a);
+    let mut b = spawn_binary(&path_b, &log_b);
+    let (done, publisher) = publish(
+        bootstrap.clone(),
+        wms.clone(),
+        3000,
+        Duration::from_millis(150),
+    );
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    let wait = |d: u64| std::thread::sleep(Duration::from_secs(d));
+    wait(6);
+    // Past the session timeout (6 s) and the transaction timeout (10 s).
+    signal("-STOP", a.id());
+    wait(14);
+    signal("-CONT", a.id());
+    let started = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "publisher stuck"
+        );
+        wait(1);
+    }
+    publisher.join().unwrap();
+    let (bs, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
+    let (la, lb) = (log_a.clone(), log_b.clone());
+    tokio::task::spawn_blocking(move || {
+        wait_ready(port_a, &la, Duration::from_secs(120));
+        wait_ready(port_b, &lb, Duration::from_secs(120));
+        wait_caught_up(&bs, &g, &[&t], Duration::from_secs(180));
+    })
+    .await
+    .unwrap();
+    terminate(&mut a, &log_a);
+    terminate(&mut b, &log_b);
+
+    let inputs = read_all(&bootstrap, &wms);
+    let want = expected(&cfg, &inputs);
+    assert_exactly_once(&want, &published(&bootstrap, &cfg));
+    assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
+}
