@@ -41,6 +41,8 @@ pub const PARTITIONS: &str = "breakwater_assigned_partitions";
 /// Partitions assigned for some input topics but not all (members subscribe to different
 /// topics): not processed until the group agrees.
 pub const INCOMPLETE_TASKS: &str = "breakwater_incomplete_partitions";
+/// Changelog records still to restore, by partition (0 once restored).
+pub const RESTORE_REMAINING: &str = "breakwater_restore_remaining_records";
 /// Changelog records restored into local state, by partition.
 pub const RESTORED: &str = "breakwater_restored_records_total";
 /// Wall-clock minus stream time, per partition.
@@ -126,6 +128,11 @@ pub fn describe() {
         INCOMPLETE_TASKS,
         Unit::Count,
         "Partitions assigned for some input topics only (the group's members subscribe to different topics); not processed."
+    );
+    describe_gauge!(
+        RESTORE_REMAINING,
+        Unit::Count,
+        "Changelog records still to restore before the partition is processed, by partition."
     );
     describe_counter!(
         RESTORED,

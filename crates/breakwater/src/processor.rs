@@ -32,10 +32,7 @@ use breakwater_core::{
     message_key, AlertKind, IncidentBook, IncidentReport, IncidentStatus, InventoryEvent, KeyState,
     Millis, Model, Output, ReservationCommand, SysId,
 };
-use breakwater_store::{
-    decode_incidents, decode_state, encode_incidents, encode_state, Batch, Meta, PartitionStore,
-    StoreError,
-};
+use breakwater_store::{encode_incidents, encode_state, Batch, Meta, PartitionStore, StoreError};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -47,6 +44,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::metrics as m;
 use crate::partition_group::{Next, PartitionGroup};
+use crate::restorer::Restorer;
 
 /// A topic buffer this long pauses fetching for that partition until it drains below
 /// [`RESUME_BELOW`], so a partition far ahead of the others does not fill memory.
@@ -226,6 +224,9 @@ struct Task {
     fetched: Vec<i64>,
     /// Per input topic: fetching is paused because its buffer is full.
     paused: Vec<bool>,
+    /// Its state is still being restored from the changelog: its inputs are paused and it
+    /// folds nothing.
+    restoring: bool,
 }
 
 impl Task {
@@ -375,6 +376,8 @@ struct Engine {
     drains: usize,
     /// Partitions assigned for some input topics only (not opened, paused).
     incomplete: BTreeSet<i32>,
+    /// Restores newly assigned partitions between polls.
+    restorer: Restorer,
     out: Vec<Output>,
     /// Incident reports of the record being folded, published after its outputs.
     reports: Vec<IncidentReport>,
@@ -564,6 +567,7 @@ fn run_once(
         batch_records: 0,
         drains: 0,
         incomplete: BTreeSet::new(),
+        restorer: Restorer::new(Arc::clone(cfg)),
         out: Vec::with_capacity(64),
         reports: Vec::new(),
         tally: Tally::default(),
@@ -667,6 +671,10 @@ fn run_once(
             )));
         }
         let mut e = lock(&engine);
+        // Restore newly assigned partitions a step at a time, between polls.
+        if let Err(err) = e.restore_step(&consumer, commit_every) {
+            break Err(err);
+        }
         // Fold for at most one commit interval: a transaction must not outlive
         // `transaction_timeout_ms`, however large the backlog, and polling must not starve
         // folding.
@@ -894,7 +902,7 @@ impl Engine {
             partitions.rotate_left(k);
         }
         for p in partitions {
-            while let Some(task) = self.tasks.get_mut(&p) {
+            while let Some(task) = self.tasks.get_mut(&p).filter(|t| !t.restoring) {
                 let order = &self.order;
                 let (group, fetched) = (&mut task.group, &task.fetched);
                 let caught_up = |ti: usize| {
@@ -1419,7 +1427,8 @@ impl Engine {
             .tasks
             .iter_mut()
             .filter(|(p, t)| {
-                t.group.buffered() == 0
+                !t.restoring
+                    && t.group.buffered() == 0
                     && !t.group.waiting()
                     && t.last_input.elapsed() >= every
                     && t.last_tick.elapsed() >= every
@@ -1541,6 +1550,10 @@ impl Engine {
         let delivered: HashMap<i32, i64> =
             std::mem::take(&mut *lock(&self.producer.context().offsets));
         for (p, task) in &mut self.tasks {
+            // A restoring task's store is the restorer's until it finishes.
+            if task.restoring {
+                continue;
+            }
             let mut batch = Batch::new();
             for key in task.dirty.drain(..) {
                 if let Some(entry) = task.cache.get_mut(&key) {
@@ -1734,18 +1747,19 @@ impl Engine {
                 continue;
             }
             let store = PartitionStore::open(&self.cfg.state.dir, p)?;
-            let meta = restore(&self.cfg, &store, p)?;
-            let incidents = store.incidents()?;
-            let timers = store
-                .due_timers(Millis::MAX, usize::MAX)?
-                .into_iter()
-                .collect();
-            info!(
-                partition = p,
-                changelog_next = meta.changelog_next,
-                "partition ready"
-            );
-            lock_write(&self.shared.stores).insert(p, store.clone());
+            // The changelog is read from the loop, between polls, not here: a long restore
+            // inside the rebalance callback would outlive max.poll.interval.ms.
+            let ready = self.restorer.begin(&store, p)?;
+            let restoring = ready.is_none();
+            let meta = ready.unwrap_or_default();
+            if restoring {
+                let mut tpl = TopicPartitionList::new();
+                for t in &self.order {
+                    tpl.add_partition_offset(t, p, Offset::Invalid)
+                        .map_err(kafka("pause"))?;
+                }
+                consumer.pause(&tpl).map_err(kafka("pause"))?;
+            }
             self.tasks.insert(
                 p,
                 Task {
@@ -1754,10 +1768,10 @@ impl Engine {
                     meta,
                     cache: HashMap::new(),
                     dirty: Vec::new(),
-                    timers,
+                    timers: BTreeSet::new(),
                     positions: BTreeMap::new(),
                     stream_time_dirty: false,
-                    incidents,
+                    incidents: IncidentBook::new(),
                     incidents_dirty: false,
                     last_input: Instant::now(),
                     last_tick: Instant::now(),
@@ -1774,13 +1788,78 @@ impl Engine {
                         })
                         .collect(),
                     paused: vec![false; self.order.len()],
+                    restoring,
                 },
             );
+            if !restoring {
+                let meta = self
+                    .tasks
+                    .get(&p)
+                    .map(|t| t.meta.clone())
+                    .unwrap_or_default();
+                self.finish_restore(consumer, p, meta)?;
+            }
         }
         metrics::gauge!(m::PARTITIONS).set(self.tasks.len() as f64);
-        self.shared
-            .ready
-            .store(self.incomplete.is_empty(), Ordering::SeqCst);
+        self.update_ready();
+        Ok(())
+    }
+
+    /// Ready: every assigned partition is open and restored.
+    fn update_ready(&self) {
+        let ready = self.incomplete.is_empty() && !self.tasks.values().any(|t| t.restoring);
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Restores for at most `budget`, then opens the partitions whose restore finished.
+    fn restore_step(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        budget: Duration,
+    ) -> Result<(), ProcessorError> {
+        if !self.restorer.is_busy() {
+            return Ok(());
+        }
+        for (p, meta) in self.restorer.step(budget)? {
+            self.finish_restore(consumer, p, meta)?;
+        }
+        self.update_ready();
+        Ok(())
+    }
+
+    /// Partition `p`'s state is complete: load its timers and incidents, serve it, and let
+    /// its inputs flow.
+    fn finish_restore(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        p: i32,
+        meta: Meta,
+    ) -> Result<(), ProcessorError> {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return Ok(());
+        };
+        task.timers = task
+            .store
+            .due_timers(Millis::MAX, usize::MAX)?
+            .into_iter()
+            .collect();
+        task.incidents = task.store.incidents()?;
+        task.meta = meta;
+        let was_restoring = std::mem::replace(&mut task.restoring, false);
+        lock_write(&self.shared.stores).insert(p, task.store.clone());
+        if was_restoring {
+            let mut tpl = TopicPartitionList::new();
+            for t in &self.order {
+                tpl.add_partition_offset(t, p, Offset::Invalid)
+                    .map_err(kafka("resume"))?;
+            }
+            consumer.resume(&tpl).map_err(kafka("resume"))?;
+        }
+        info!(
+            partition = p,
+            changelog_next = task.meta.changelog_next,
+            "partition ready"
+        );
         Ok(())
     }
 
@@ -1796,6 +1875,7 @@ impl Engine {
     }
 
     fn close_partition(&mut self, p: i32) {
+        self.restorer.cancel(p);
         if self.tasks.remove(&p).is_some() {
             lock_write(&self.shared.stores).remove(&p);
             info!(partition = p, "partition closed");
@@ -1870,128 +1950,6 @@ fn send(
             }
         }
     }
-}
-
-/// Brings a partition's local state up to the end of its changelog: the batch (or batches)
-/// committed to Kafka after the last local write, or everything for a partition that is new
-/// here. Returns the partition's meta after restoration.
-fn restore(cfg: &Config, store: &PartitionStore, p: i32) -> Result<Meta, ProcessorError> {
-    let mut meta = store.meta()?;
-    let err = |detail: String| ProcessorError::Restore {
-        partition: p,
-        detail,
-    };
-    let consumer: BaseConsumer = base_client_config(cfg)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("group.id", format!("{}-restore", cfg.kafka.group_id))
-        .create()
-        .map_err(kafka("create restore consumer"))?;
-    let topic = &cfg.topics.changelog;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, p, Duration::from_secs(30))
-        .map_err(kafka("changelog watermarks"))?;
-    let local = cfg.state.dir.join(format!("partition-{p}"));
-    if meta.changelog_next > high {
-        return Err(ProcessorError::StateLost {
-            partition: p,
-            detail: format!(
-                "local state is ahead of the changelog (local next offset {}, changelog end \
-                 {high}): the changelog topic was recreated; move {} away to rebuild this \
-                 partition from the changelog",
-                meta.changelog_next,
-                local.display()
-            ),
-        });
-    }
-    // Records between what the local state includes and the changelog's first offset were
-    // deleted (retention, DeleteRecords, a recreated topic that grew back): restoring from
-    // `low` would silently skip their keys' latest states.
-    if meta.changelog_next < low {
-        return Err(ProcessorError::StateLost {
-            partition: p,
-            detail: format!(
-                "the changelog partition starts at offset {low} but the local state ({}) \
-                 includes it only up to offset {}: the records in between were deleted. \
-                 Rebuild the partition from its inputs (a new group.id or reset offsets, with \
-                 the local state moved away), or restore the changelog",
-                local.display(),
-                meta.changelog_next
-            ),
-        });
-    }
-    let start = meta.changelog_next;
-    if start >= high {
-        return Ok(meta);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(start))
-        .map_err(kafka("assign changelog"))?;
-    consumer.assign(&tpl).map_err(kafka("assign changelog"))?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut batch = Batch::new();
-    // Timer entries already staged in this batch, so a key restored twice moves its entry.
-    let mut staged: HashMap<Vec<u8>, Option<Millis>> = HashMap::new();
-    let mut restored = 0u64;
-    loop {
-        let position = consumer
-            .position()
-            .ok()
-            .and_then(|t| t.find_partition(topic, p).and_then(|e| e.offset().to_raw()))
-            .unwrap_or(start);
-        if position >= high {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(err(format!("timed out at offset {position} of {high}")));
-        }
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let msg = msg.map_err(kafka("read changelog"))?;
-        let key = msg.key().unwrap_or_default();
-        meta.changelog_next = msg.offset() + 1;
-        restored += 1;
-        if key == STREAM_TIME_KEY {
-            if let Some(t) = msg.payload().and_then(|v| <[u8; 8]>::try_from(v).ok()) {
-                meta.stream_time = meta.stream_time.max(i64::from_be_bytes(t));
-            }
-            continue;
-        }
-        if key == INCIDENTS_KEY {
-            if let Some(v) = msg.payload() {
-                decode_incidents(v)?;
-                batch.put_incidents(store, v);
-            }
-            continue;
-        }
-        let old_timer = match staged.get(key) {
-            Some(t) => *t,
-            None => store.get(key)?.and_then(|s| s.next_timer()),
-        };
-        match msg.payload() {
-            Some(v) => {
-                let state = decode_state(v)?;
-                let timer = state.next_timer();
-                batch.put_state(store, key, v, old_timer, timer);
-                staged.insert(key.to_vec(), timer);
-            }
-            None => {
-                batch.delete_state(store, key, old_timer);
-                staged.insert(key.to_vec(), None);
-            }
-        }
-    }
-    batch.put_meta(store, &meta);
-    store.write(batch)?;
-    metrics::counter!(m::RESTORED, "partition" => p.to_string()).increment(restored);
-    info!(
-        partition = p,
-        restored,
-        changelog_next = meta.changelog_next,
-        "restored from changelog"
-    );
-    Ok(meta)
 }
 
 /// The message key must be the event's `sku|location`: anything else means the producer

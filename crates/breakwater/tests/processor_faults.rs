@@ -364,3 +364,103 @@ async fn members_subscribed_to_different_topics_never_both_own_a_partition() {
     run_n.stop().await;
     run_o.stop().await;
 }
+
+/// A partition with a long changelog used to be restored inside the rebalance callback, in
+/// one write at the end, for up to 600 s: longer than `max.poll.interval.ms` (the member was
+/// dropped from the group) and nothing kept if the process died on the way. The restore now
+/// runs between polls in bounded steps, each written with its progress, and reports what is
+/// left in `breakwater_restore_remaining_records`: killed in the middle, the instance keeps
+/// what it restored and finishes from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn a_long_restore_reports_progress_and_survives_kill_9_midway() {
+    use breakwater_store::{encode_state, PartitionStore};
+    use common::processor::{
+        free_port, http_get, kill9, spawn_binary, terminate, wait_ready, with_http_port,
+    };
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    const KEYS: usize = 300_000;
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("faults-restore");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = free_port();
+    let text = with_http_port(&config_text(&bootstrap, &prefix, &state, "faults-4"), port);
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, 1, 1).await.unwrap();
+    // A changelog another instance left behind: one state per key.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "50")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let value = encode_state(&breakwater_core::KeyState::default());
+    for i in 0..KEYS {
+        let key = format!("SKU-{i}|DC-1");
+        loop {
+            match p.send(
+                BaseRecord::to(&cfg.topics.changelog)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&value),
+            ) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+
+    let path = dir.path().join("breakwater.toml");
+    std::fs::write(&path, &text).unwrap();
+    let log = dir.path().join("breakwater.log");
+    let mut child = spawn_binary(&path, &log);
+    // Wait until the restore is part way, as the metric says, then kill -9.
+    let remaining = |body: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with("breakwater_restore_remaining_records{partition=\"0\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        if remaining(&body).is_some_and(|r| r > 0.0 && r < KEYS as f64) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restore progress reported; log:\n{}",
+            common::processor::log_tail(&log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(&mut child);
+    let kept = PartitionStore::open(&state, 0)
+        .unwrap()
+        .meta()
+        .unwrap()
+        .changelog_next;
+    assert!(kept > 0, "the restore's progress was written as it went");
+
+    let mut child = spawn_binary(&path, &log);
+    let (l, t) = (log.clone(), Duration::from_secs(180));
+    tokio::task::spawn_blocking(move || wait_ready(port, &l, t))
+        .await
+        .unwrap();
+    let (_, body) = http_get(port, "/metrics");
+    assert_eq!(remaining(&body), Some(0.0));
+    terminate(&mut child, &log);
+    let store = PartitionStore::open(&state, 0).unwrap();
+    assert_eq!(store.all_states().unwrap().len(), KEYS);
+    assert!(store.meta().unwrap().changelog_next >= KEYS as i64);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(&format!("from={kept}")) || text.contains(&format!("from: {kept}")),
+        "the second run resumed from offset {kept}"
+    );
+}
