@@ -19,6 +19,10 @@ use crate::config::Config;
 use crate::metrics as m;
 use crate::processor::{base_client_config, ProcessorError, INCIDENTS_KEY, STREAM_TIME_KEY};
 
+/// One step's writes for a partition, with the timer entries staged in it (so a key
+/// restored twice in a step moves its entry).
+type StepBatch = (Batch, HashMap<Vec<u8>, Option<Millis>>);
+
 /// A partition being restored.
 struct Pending {
     store: PartitionStore,
@@ -173,7 +177,7 @@ impl Restorer {
             self.assigned = wanted;
         }
         let deadline = Instant::now() + budget;
-        let mut batches: HashMap<i32, (Batch, HashMap<Vec<u8>, Option<Millis>>)> = HashMap::new();
+        let mut batches: HashMap<i32, StepBatch> = HashMap::new();
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(Vec::new());
         };
