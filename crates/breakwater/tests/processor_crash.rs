@@ -376,3 +376,70 @@ async fn a_paused_instance_commits_nothing_after_its_partitions_moved() {
     assert_exactly_once(&want, &published(&bootstrap, &cfg));
     assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
 }
+
+/// Two instances started with the same `instance_id` (a copy-pasted config): the second
+/// fences the first, as static member and as transactional producer. The first used to log
+/// the fatal error at debug level and go on (or restart and fence the other back, for ever);
+/// now it exits non-zero, naming the fatal error, and the second carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn an_instance_fenced_by_a_duplicate_id_exits_non_zero() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("fenced");
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = loop {
+        let (a, b) = (free_port(), free_port());
+        if a != b {
+            break (a, b);
+        }
+    };
+    let mk = |name: &str, port: u16| {
+        // Same instance id for both; their own state dirs and HTTP ports.
+        let text = with_http_port(
+            &config_text(&bootstrap, &prefix, &dir.path().join(name), "same-id"),
+            port,
+        );
+        let d = dir.path().join(format!("{name}-cfg"));
+        std::fs::create_dir_all(&d).unwrap();
+        (
+            write_config(&d, &text),
+            dir.path().join(format!("{name}.log")),
+            text,
+        )
+    };
+    let (path_a, log_a, text) = mk("a", port_a);
+    let (path_b, log_b, _) = mk("b", port_b);
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
+        .await
+        .unwrap();
+    let mut a = spawn_binary(&path_a, &log_a);
+    let la = log_a.clone();
+    tokio::task::spawn_blocking(move || wait_ready(port_a, &la, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let mut b = spawn_binary(&path_b, &log_b);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = a.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            kill9(&mut a);
+            kill9(&mut b);
+            panic!(
+                "the fenced instance is still running; its log:\n{}",
+                common::processor::log_tail(&log_a, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "exit status {status}");
+    let text = std::fs::read_to_string(&log_a).unwrap();
+    assert!(
+        text.contains("fatal"),
+        "{}",
+        common::processor::log_tail(&log_a, 30)
+    );
+    kill9(&mut b);
+}
