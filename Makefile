@@ -8,7 +8,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/cargo-target/breakwater
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt kafka-start kafka-stop bench
+.PHONY: demo test build lint fmt kafka-start kafka-stop bench fuzz fuzz-smoke
 
 ## Run the embedded demo: in-process Kafka, the article's SKU-1247 story. Built with exactly
 ## the same invocation as `make test` (`cargo run -p breakwater` resolves other features and
@@ -18,7 +18,7 @@ demo:
 	"$(CARGO_TARGET_DIR)/debug/breakwater" demo
 
 ## Build, start a real Kafka broker, run every test (unit, mock cluster, real broker), stop
-## the broker even on failure; non-zero exit on any failure.
+## the broker even on failure, then fuzz the decoders briefly; non-zero exit on any failure.
 test:
 	$(CARGO) build --workspace --all-targets --locked
 	@set -euo pipefail; \
@@ -27,6 +27,15 @@ test:
 	export BREAKWATER_KAFKA_BOOTSTRAP; \
 	echo "Kafka at $$BREAKWATER_KAFKA_BOOTSTRAP" >&2; \
 	$(CARGO) test --workspace --locked --no-fail-fast -- --include-ignored
+	bash scripts/fuzz.sh smoke
+
+## The decoders under cargo fuzz (nightly), briefly: part of `make test`.
+fuzz-smoke:
+	bash scripts/fuzz.sh smoke
+
+## The decoders under cargo fuzz for 10M executions per target.
+fuzz:
+	bash scripts/fuzz.sh long
 
 build:
 	$(CARGO) build --workspace --all-targets --locked

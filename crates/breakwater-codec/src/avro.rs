@@ -89,6 +89,27 @@ impl AvroCodec {
         AvroCodec::new(SrSettings::new(url.into()))
     }
 
+    /// Pins schema id `id` to `T`'s schema as this build has it, without asking the
+    /// registry: for decoding offline what this build wrote (fuzzing, a file in the
+    /// published contract). A pinned id is never looked up.
+    ///
+    /// # Errors
+    /// The schema does not parse or resolve (a bug in this build's schemas).
+    pub fn pin_writer<T: WireRecord>(&self, id: u32) -> Result<(), CodecError> {
+        let ws = T::wire_schema()?;
+        let names = ResolvedSchema::new(ws.schema()).map_err(|e| CodecError::AvroDecode {
+            record: T::RECORD_NAME,
+            schema_id: id,
+            source: Box::new(e),
+        })?;
+        let writer = Arc::new(Writer {
+            schema: ws.schema(),
+            names,
+        });
+        self.writers().insert(id, writer);
+        Ok(())
+    }
+
     /// The TopicNameStrategy subject for values on `topic`.
     pub fn subject(topic: &str) -> String {
         format!("{topic}-value")
