@@ -621,22 +621,7 @@ fn check_action(
         if model.alerts().stale_view {
             // Traced to the oldest change the actor missed.
             if let Some(c) = st.history.iter().find(|c| missed(c)) {
-                out.push(Output::Alert(Alert {
-                    kind: AlertKind::StaleView,
-                    resolves: None,
-                    system: v.system,
-                    measure: v.e.measure,
-                    expected: to_i64(st.version),
-                    observed: v.based_on.map_or(-1, to_i64),
-                    root: st.root(c.root),
-                    origin: c.origin,
-                    window_ms: 0,
-                    diverged_at: c.at,
-                    opened_at: now,
-                    opened_version: st.version,
-                    trigger: v.id,
-                    resolved_at: None,
-                }));
+                out.push(stale_alert(AlertKind::StaleView, st, v, c, now));
             }
         }
         return;
@@ -670,22 +655,7 @@ fn check_action(
             }
         }
         if let Some((_, c)) = best {
-            out.push(Output::Alert(Alert {
-                kind: AlertKind::StaleAction,
-                resolves: None,
-                system: v.system,
-                measure: v.e.measure,
-                expected: to_i64(st.version),
-                observed: v.based_on.map_or(-1, to_i64),
-                root: st.root(c.root),
-                origin: c.origin,
-                window_ms: 0,
-                diverged_at: c.at,
-                opened_at: now,
-                opened_version: st.version,
-                trigger: v.id,
-                resolved_at: None,
-            }));
+            out.push(stale_alert(AlertKind::StaleAction, st, v, c, now));
             return;
         }
     }
@@ -715,6 +685,27 @@ fn check_action(
         trigger: v.id,
         resolved_at: None,
     }));
+}
+
+/// A STALE_ACTION or STALE_VIEW on action `v`: the version it acted on against the current
+/// one, traced to the missed change `c`.
+fn stale_alert(kind: AlertKind, st: &KeyState, v: &Valid<'_>, c: &Change, now: Millis) -> Output {
+    Output::Alert(Alert {
+        kind,
+        resolves: None,
+        system: v.system,
+        measure: v.e.measure,
+        expected: to_i64(st.version),
+        observed: v.based_on.map_or(-1, to_i64),
+        root: st.root(c.root),
+        origin: c.origin,
+        window_ms: 0,
+        diverged_at: c.at,
+        opened_at: now,
+        opened_version: st.version,
+        trigger: v.id,
+        resolved_at: None,
+    })
 }
 
 fn self_root(v: &Valid<'_>) -> RootCause {

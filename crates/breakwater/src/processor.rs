@@ -513,6 +513,13 @@ pub fn run_blocking(
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
+            // Stopping, and the last batch failed with an error a restart would get past: it
+            // was aborted, nothing of it is committed, and the next start reads it again. That
+            // is a clean stop, not a failure.
+            Err(e) if e.is_retryable() && stop.load(Ordering::SeqCst) => {
+                warn!(error = %e, "stopped; the last batch was aborted and will be read again on the next start");
+                break Ok(());
+            }
             Err(e) => break Err(e),
         }
     };
@@ -665,10 +672,19 @@ fn run_once(
         if let Err(err) = lock(&engine).poll_checks() {
             break Err(err);
         }
+        // A producer that librdkafka declared fatal (fenced: its transaction was aborted by
+        // the coordinator after a pause, or another holder of the transactional id started)
+        // cannot go on; a new incarnation with a new producer can (Kafka Streams' "task
+        // migrated"). A duplicate instance id is caught by the consumer's fatal error instead.
         if let Some((code, reason)) = lock(&engine).producer.client().fatal_error() {
-            break Err(ProcessorError::Fatal(format!(
-                "producer: {code:?}: {reason}"
-            )));
+            warn!(
+                reason,
+                "the producer failed fatally; starting a new incarnation"
+            );
+            break Err(ProcessorError::Kafka {
+                op: "producer",
+                source: KafkaError::Global(code),
+            });
         }
         let mut e = lock(&engine);
         // Restore newly assigned partitions a step at a time, between polls.
@@ -694,14 +710,6 @@ fn run_once(
             last_commit = Instant::now();
         }
     };
-    // An error from a client that librdkafka declared fatal (a fenced producer: another
-    // instance holds this transactional id) cannot be retried.
-    let result = result.map_err(|e| match lock(&engine).producer.client().fatal_error() {
-        Some((code, reason)) => {
-            ProcessorError::Fatal(format!("producer: {code:?}: {reason} ({e})"))
-        }
-        None => e,
-    });
     // Stopping: commit what was processed. Failing: nothing of the open batch may be
     // committed (its outputs may be lost with the aborted transaction while its state and
     // offsets would not be); abort it, and the next incarnation re-reads the batch from the

@@ -200,33 +200,38 @@ async fn kill_9_twenty_times_with_duplicates_and_late_events_loses_and_duplicate
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a Kafka broker: run `make test`"]
-async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
-    let bootstrap = common::bootstrap();
-    let prefix = common::unique("rebalance");
-    let dir = tempfile::tempdir().unwrap();
-    // A dead member's partitions move after its session times out: keep that short here.
+/// Two instances' configs (`a` and `b`) in one group, with their own state, log and HTTP
+/// port, and a short session so a dead or paused member's partitions move within seconds;
+/// the topics are created. Returns the config and (config path, log, port) of each.
+async fn two_instances(
+    bootstrap: &str,
+    prefix: &str,
+    dir: &Path,
+) -> (
+    breakwater::Config,
+    (std::path::PathBuf, std::path::PathBuf, u16),
+    (std::path::PathBuf, std::path::PathBuf, u16),
+) {
     let session = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
-    let mk = |name: &str, port: u16| {
-        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name);
-        let text = with_http_port(&text, port).replace(
-            "[kafka.librdkafka_options]\n",
-            &format!("[kafka.librdkafka_options]\n{session}"),
-        );
-        let d = dir.path().join(format!("{name}-cfg"));
-        std::fs::create_dir_all(&d).unwrap();
-        (
-            write_config(&d, &text),
-            dir.path().join(format!("{name}.log")),
-            text,
-        )
-    };
     let (port_a, port_b) = loop {
         let (a, b) = (free_port(), free_port());
         if a != b {
             break (a, b);
         }
+    };
+    let mk = |name: &str, port: u16| {
+        let text = config_text(bootstrap, prefix, &dir.join(name), name);
+        let text = with_http_port(&text, port).replace(
+            "[kafka.librdkafka_options]\n",
+            &format!("[kafka.librdkafka_options]\n{session}"),
+        );
+        let d = dir.join(format!("{name}-cfg"));
+        std::fs::create_dir_all(&d).unwrap();
+        (
+            write_config(&d, &text),
+            dir.join(format!("{name}.log")),
+            text,
+        )
     };
     let (path_a, log_a, text) = mk("a", port_a);
     let (path_b, log_b, _) = mk("b", port_b);
@@ -234,6 +239,17 @@ async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
     breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
         .await
         .unwrap();
+    (cfg, (path_a, log_a, port_a), (path_b, log_b, port_b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn two_instances_split_the_partitions_and_survive_either_being_killed() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("rebalance");
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, (path_a, log_a, port_a), (path_b, log_b, port_b)) =
+        two_instances(&bootstrap, &prefix, dir.path()).await;
     let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
 
     let mut a = spawn_binary(&path_a, &log_a);
@@ -299,33 +315,8 @@ async fn a_paused_instance_commits_nothing_after_its_partitions_moved() {
     let bootstrap = common::bootstrap();
     let prefix = common::unique("paused");
     let dir = tempfile::tempdir().unwrap();
-    let session = "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n";
-    let mk = |name: &str, port: u16| {
-        let text = config_text(&bootstrap, &prefix, &dir.path().join(name), name);
-        let text = with_http_port(&text, port).replace(
-            "[kafka.librdkafka_options]\n",
-            &format!("[kafka.librdkafka_options]\n{session}"),
-        );
-        let d = dir.path().join(format!("{name}-cfg"));
-        std::fs::create_dir_all(&d).unwrap();
-        (
-            write_config(&d, &text),
-            dir.path().join(format!("{name}.log")),
-            text,
-        )
-    };
-    let (port_a, port_b) = loop {
-        let (a, b) = (free_port(), free_port());
-        if a != b {
-            break (a, b);
-        }
-    };
-    let (path_a, log_a, text) = mk("a", port_a);
-    let (path_b, log_b, _) = mk("b", port_b);
-    let cfg = config(&text);
-    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
-        .await
-        .unwrap();
+    let (cfg, (path_a, log_a, port_a), (path_b, log_b, port_b)) =
+        two_instances(&bootstrap, &prefix, dir.path()).await;
     let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
 
     let mut a = spawn_binary(&path_a, &log_a);
@@ -377,13 +368,14 @@ async fn a_paused_instance_commits_nothing_after_its_partitions_moved() {
     assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
 }
 
-/// Two instances started with the same `instance_id` (a copy-pasted config): the second
-/// fences the first, as static member and as transactional producer. The first used to log
-/// the fatal error at debug level and go on (or restart and fence the other back, for ever);
-/// now it exits non-zero, naming the fatal error, and the second carries on.
+/// Two instances started with the same `instance_id` (a copy-pasted config) fence each
+/// other, as static members and as transactional producers. The fenced consumer's fatal
+/// error used to be logged at debug level and ignored (and the fenced producer restarted and
+/// fenced the other back, for ever); now one of them exits non-zero, naming the fatal error,
+/// and the other carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kafka broker: run `make test`"]
-async fn an_instance_fenced_by_a_duplicate_id_exits_non_zero() {
+async fn of_two_instances_with_one_id_one_exits_non_zero_and_the_other_carries_on() {
     let bootstrap = common::bootstrap();
     let prefix = common::unique("fenced");
     let dir = tempfile::tempdir().unwrap();
@@ -419,27 +411,35 @@ async fn an_instance_fenced_by_a_duplicate_id_exits_non_zero() {
         .await
         .unwrap();
     let mut b = spawn_binary(&path_b, &log_b);
+    // One of them must stop, non-zero, naming the fatal error; the other carries on.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
+    let (status, log, survivor) = loop {
         if let Some(s) = a.try_wait().unwrap() {
-            break s;
+            break (s, &log_a, &mut b);
+        }
+        if let Some(s) = b.try_wait().unwrap() {
+            break (s, &log_b, &mut a);
         }
         if Instant::now() > deadline {
             kill9(&mut a);
             kill9(&mut b);
             panic!(
-                "the fenced instance is still running; its log:\n{}",
+                "both instances are still running; the first one's log:\n{}",
                 common::processor::log_tail(&log_a, 30)
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success(), "exit status {status}");
-    let text = std::fs::read_to_string(&log_a).unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
     assert!(
         text.contains("fatal"),
         "{}",
-        common::processor::log_tail(&log_a, 30)
+        common::processor::log_tail(log, 30)
     );
-    kill9(&mut b);
+    assert!(
+        survivor.try_wait().unwrap().is_none(),
+        "the other one carries on"
+    );
+    kill9(survivor);
 }

@@ -14,8 +14,8 @@ use breakwater_codec::records::{AlertRecord, PropagationRecord};
 use breakwater_core::scenario::Scenario;
 use breakwater_core::AlertKind;
 use common::processor::{
-    config, config_text, free_port, http_get, producer, read_all, send_sync, wait_caught_up, wire,
-    with_http_port,
+    config, config_text, free_port, http_get, producer, read_all, send_sync, start, wait_caught_up,
+    wire, with_http_port,
 };
 
 fn now_ms() -> i64 {
@@ -35,27 +35,6 @@ fn scenario(name: &str) -> Scenario {
     s
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), breakwater::service::RunError>>,
-}
-
-async fn start(cfg: breakwater::Config) -> Running {
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(breakwater::run(cfg, None, async move {
-        let _ = rx.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kafka broker: run `make test`"]
 async fn the_article_story_end_to_end() {
@@ -69,7 +48,7 @@ async fn the_article_story_end_to_end() {
     );
     let cfg = config(&text);
     breakwater::topics::create_topics(&cfg, 3, 1).await.unwrap();
-    let mut running = Some(start(cfg.clone()).await);
+    let mut running = Some(start(cfg.clone()));
 
     let story = scenario("sku-1247.toml");
     let p = producer(&bootstrap);
@@ -80,7 +59,7 @@ async fn the_article_story_end_to_end() {
         // (due at +5 min, fired by the next record at +6 min) must survive the restart.
         if !restarted && at >= story.at(300) {
             running.take().unwrap().stop().await;
-            running = Some(start(cfg.clone()).await);
+            running = Some(start(cfg.clone()));
             restarted = true;
         }
         let (topic, key, payload) = wire(&cfg, &input);
@@ -194,7 +173,7 @@ async fn garbage_goes_to_the_dead_letter_topic_and_nothing_is_lost() {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(&config_text(&bootstrap, &prefix, state.path(), "dlq-0"));
     breakwater::topics::create_topics(&cfg, 2, 1).await.unwrap();
-    let running = start(cfg.clone()).await;
+    let running = start(cfg.clone());
     let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
     let erp = cfg.model.system_by_name("erp").unwrap().input_topic.clone();
     let p = producer(&bootstrap);

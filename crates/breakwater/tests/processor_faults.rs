@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use breakwater::processor::dlq_headers;
 use common::processor::{
-    assert_exactly_once, changelog_states, config, config_text, expected, producer, published,
-    read_all, send_sync, wait_caught_up, wms_event, Record,
+    assert_exactly_once, caught_up, changelog_states, config, config_text, expected, producer,
+    published, read_all, send_sync, start, wms_event, Record,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -21,26 +21,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-struct Running {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), breakwater::service::RunError>>,
-}
-
-fn start(cfg: breakwater::Config) -> Running {
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(breakwater::run(cfg, None, async move {
-        let _ = rx.await;
-    }));
-    Running { stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 /// The WMS input records as the pure fold sees them: the valid ones, in offset order.
@@ -90,12 +70,7 @@ async fn a_record_too_large_for_the_dead_letter_topic_loses_no_output() {
     }
 
     let running = start(cfg.clone());
-    let (b, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
-    tokio::task::spawn_blocking(move || {
-        wait_caught_up(&b, &g, &[t.as_str()], Duration::from_secs(120));
-    })
-    .await
-    .unwrap();
+    caught_up(&cfg, &[wms.as_str()], Duration::from_secs(120)).await;
     running.stop().await;
 
     let want = expected(&cfg, &valid_inputs(&bootstrap, &wms));
@@ -155,12 +130,7 @@ async fn a_superseded_event_is_persisted_like_any_state_change() {
             &snapshot(id, seq, q),
             now + i as i64 * 1000,
         );
-        let (b, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
-        tokio::task::spawn_blocking(move || {
-            wait_caught_up(&b, &g, &[t.as_str()], Duration::from_secs(120));
-        })
-        .await
-        .unwrap();
+        caught_up(&cfg, &[wms.as_str()], Duration::from_secs(120)).await;
     }
     running.stop().await;
 
@@ -242,12 +212,7 @@ async fn a_changelog_with_deleted_records_is_not_restored_as_if_complete() {
         send_sync(&p, &wms, Some(key.as_bytes()), &payload, now + i as i64);
     }
     let running = start(cfg.clone());
-    let (b, g, t) = (bootstrap.clone(), cfg.kafka.group_id.clone(), wms.clone());
-    tokio::task::spawn_blocking(move || {
-        wait_caught_up(&b, &g, &[t.as_str()], Duration::from_secs(120));
-    })
-    .await
-    .unwrap();
+    caught_up(&cfg, &[wms.as_str()], Duration::from_secs(120)).await;
     running.stop().await;
     assert!(!changelog_states(&bootstrap, &cfg).is_empty());
 
@@ -288,8 +253,8 @@ async fn a_changelog_with_deleted_records_is_not_restored_as_if_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kafka broker: run `make test`"]
 async fn members_subscribed_to_different_topics_never_both_own_a_partition() {
+    use common::processor::start_shared;
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
     let bootstrap = common::bootstrap();
     let prefix = common::unique("faults-copart");
     let (dir_o, dir_n) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -308,19 +273,6 @@ async fn members_subscribed_to_different_topics_never_both_own_a_partition() {
         .await
         .unwrap();
 
-    let start_shared = |cfg: breakwater::Config| {
-        let shared = Arc::new(breakwater::processor::Shared::default());
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(breakwater::service::run_with(
-            cfg,
-            None,
-            Arc::clone(&shared),
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        (shared, Running { stop, task })
-    };
     let owned = |s: &breakwater::processor::Shared| -> std::collections::BTreeSet<i32> {
         s.stores.read().unwrap().keys().copied().collect()
     };

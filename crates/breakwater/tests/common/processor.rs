@@ -554,3 +554,53 @@ pub fn wait_ready(port: u16, log: &Path, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Breakwater running in-process (`breakwater::run` on the test's runtime), until
+/// [`Running::stop`].
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), breakwater::service::RunError>>,
+}
+
+/// Starts Breakwater in-process with `cfg`.
+pub fn start(cfg: Config) -> Running {
+    start_shared(cfg).1
+}
+
+/// [`start`], sharing the processor's status (readiness, owned partitions) with the test.
+pub fn start_shared(cfg: Config) -> (std::sync::Arc<breakwater::processor::Shared>, Running) {
+    let shared = std::sync::Arc::new(breakwater::processor::Shared::default());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(breakwater::service::run_with(
+        cfg,
+        None,
+        std::sync::Arc::clone(&shared),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (shared, Running { stop, task })
+}
+
+impl Running {
+    /// Stops it (drain, commit, leave) and asserts a clean exit.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("join").expect("clean stop");
+    }
+}
+
+/// [`wait_caught_up`] for `cfg`'s group on `topics`, from async code.
+pub async fn caught_up(cfg: &Config, topics: &[&str], timeout: Duration) {
+    let (b, g) = (
+        cfg.kafka.bootstrap_servers.clone(),
+        cfg.kafka.group_id.clone(),
+    );
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        wait_caught_up(&b, &g, &topics, timeout);
+    })
+    .await
+    .expect("join");
+}
