@@ -364,7 +364,8 @@ struct Engine {
     codec: AnyCodec,
     rt: Handle,
     producer: BaseProducer<DeliveryContext>,
-    topics: HashMap<String, TopicKind>,
+    /// What each input topic carries, and its index in `order`.
+    topics: HashMap<String, (TopicKind, usize)>,
     /// The input topics sorted by name: the tie-break order of the timestamp merge.
     order: Vec<String>,
     tasks: BTreeMap<i32, Task>,
@@ -557,18 +558,20 @@ fn run_once(
         .init_transactions(Duration::from_secs(60))
         .map_err(kafka("init_transactions"))?;
 
+    let mut order: Vec<String> = topics.keys().cloned().collect();
+    order.sort();
     let engine = Arc::new(Mutex::new(Engine {
         cfg: Arc::clone(cfg),
         model: cfg.model.clone(),
         codec: codec.clone(),
         rt: rt.clone(),
         producer,
-        topics: topics.clone(),
-        order: {
-            let mut o: Vec<String> = topics.keys().cloned().collect();
-            o.sort();
-            o
-        },
+        topics: order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| topics.get(t).map(|k| (t.clone(), (*k, i))))
+            .collect(),
+        order: order.clone(),
         tasks: BTreeMap::new(),
         in_txn: false,
         batch_records: 0,
@@ -585,8 +588,7 @@ fn run_once(
             std::thread::Builder::new()
                 .name("breakwater-topic-checks".into())
                 .spawn(move || {
-                    let r = check_changelog(&cfg, &rt).and_then(|()| dead_letter_limit(&cfg, &rt));
-                    let _ = tx.send(r);
+                    let _ = tx.send(topic_checks(&cfg, &rt));
                 })
                 .map_err(|e| ProcessorError::Topics(format!("starting the topic checks: {e}")))?;
             rx
@@ -735,65 +737,68 @@ fn run_once(
     result.and(final_commit)
 }
 
-/// A topic's configuration entry, as the broker reports it (the broker's default unless the
-/// topic overrides it).
-fn topic_config(
-    cfg: &Config,
-    rt: &Handle,
-    topic: &str,
-    name: &str,
-) -> Result<Option<String>, ProcessorError> {
+/// The start-up topic checks, in one DescribeConfigs round trip: the changelog's cleanup
+/// policy ([`check_changelog`]) and the dead-letter topic's record limit
+/// ([`dead_letter_limit`]). Without DescribeConfigs (an ACL, librdkafka's mock cluster) the
+/// policy is not checked and the limit is the producer's, each said in a warning.
+fn topic_checks(cfg: &Config, rt: &Handle) -> Result<usize, ProcessorError> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_client_config(cfg)
-        .create()
-        .map_err(kafka("create admin client"))?;
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let described = rt
-        .block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts))
-        .map_err(kafka("describe topic configs"))?;
-    Ok(described.into_iter().filter_map(Result::ok).find_map(|r| {
-        r.entries
-            .into_iter()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value)
-    }))
+    let (changelog, dead_letter) = (
+        cfg.topics.changelog.as_str(),
+        cfg.topics.dead_letter.as_str(),
+    );
+    let described: Result<Vec<_>, ProcessorError> = (|| {
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = base_client_config(cfg)
+            .create()
+            .map_err(kafka("create admin client"))?;
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let topics = [
+            ResourceSpecifier::Topic(changelog),
+            ResourceSpecifier::Topic(dead_letter),
+        ];
+        rt.block_on(admin.describe_configs(&topics, &opts))
+            .map_err(kafka("describe topic configs"))
+    })();
+    let entry = |topic: &str, name: &str| -> Option<String> {
+        described.as_ref().ok()?.iter().filter_map(|r| r.as_ref().ok()).find_map(|r| {
+            let of_topic = matches!(&r.specifier, rdkafka::admin::OwnedResourceSpecifier::Topic(t) if t == topic);
+            r.entries
+                .iter()
+                .find(|e| of_topic && e.name == name)
+                .and_then(|e| e.value.clone())
+        })
+    };
+    if let Err(e) = &described {
+        warn!(error = %e, "cannot read the changelog's and dead-letter topic's configs; cleanup.policy not checked, dead-letter limit assumed to be the producer's");
+    }
+    check_changelog(changelog, entry(changelog, "cleanup.policy"))?;
+    Ok(dead_letter_limit(
+        cfg,
+        entry(dead_letter, "max.message.bytes"),
+    ))
 }
 
-/// The largest record the dead-letter topic takes: its `max.message.bytes`, capped by the
-/// producer's `message.max.bytes`.
-fn dead_letter_limit(cfg: &Config, rt: &Handle) -> Result<usize, ProcessorError> {
+/// The largest record the dead-letter topic takes: its `max.message.bytes` (as described),
+/// capped by the producer's `message.max.bytes`.
+fn dead_letter_limit(cfg: &Config, topic_max: Option<String>) -> usize {
     let producer_max = cfg
         .kafka
         .librdkafka_options
         .get("message.max.bytes")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1_000_000);
-    let topic = cfg.topics.dead_letter.as_str();
-    match topic_config(cfg, rt, topic, "max.message.bytes") {
-        Ok(Some(v)) if v.parse::<usize>().is_ok() => {
-            Ok(v.parse::<usize>().unwrap_or(producer_max).min(producer_max))
-        }
-        // No DescribeConfigs (an ACL, librdkafka's mock cluster): assume the broker's default
-        // (1048588), which the producer's own limit is below.
-        other => {
-            warn!(topic, result = ?other.map_err(|e| e.to_string()), "cannot read the dead-letter topic's max.message.bytes; assuming the producer's limit");
-            Ok(producer_max)
-        }
-    }
+    // Unknown: the broker's default (1048588), which the producer's own limit is below.
+    topic_max
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(producer_max, |m| m.min(producer_max))
 }
 
 /// The changelog must be compacted and nothing else: with `delete` (or `compact,delete`) in
 /// its cleanup policy, retention removes the last state of every key that has not changed
 /// for `retention.ms`, and a restore would silently rebuild a partition without them.
-fn check_changelog(cfg: &Config, rt: &Handle) -> Result<(), ProcessorError> {
-    let topic = cfg.topics.changelog.as_str();
-    let policy = match topic_config(cfg, rt, topic, "cleanup.policy") {
-        Ok(Some(p)) => p,
-        // No DescribeConfigs (an ACL, librdkafka's mock cluster): say so and go on.
-        other => {
-            warn!(topic, result = ?other.map_err(|e| e.to_string()), "cannot read the changelog's cleanup.policy; not checked");
-            return Ok(());
-        }
+fn check_changelog(topic: &str, policy: Option<String>) -> Result<(), ProcessorError> {
+    let Some(policy) = policy else {
+        return Ok(());
     };
     let parts: Vec<&str> = policy.split(',').map(str::trim).collect();
     if parts.contains(&"compact") && !parts.contains(&"delete") {
@@ -883,7 +888,7 @@ impl Engine {
     /// Buffers a fetched record in its task, to be folded in timestamp order by
     /// [`Engine::drain`].
     fn buffer(&mut self, msg: OwnedMessage) {
-        let Some(ti) = self.order.iter().position(|t| t == msg.topic()) else {
+        let Some(&(_, ti)) = self.topics.get(msg.topic()) else {
             return;
         };
         if let Some(task) = self.tasks.get_mut(&msg.partition()) {
@@ -978,7 +983,7 @@ impl Engine {
         let topic = msg.topic();
         let partition = msg.partition();
         tracing::trace!(topic, partition, offset = msg.offset(), "record");
-        let Some(kind) = self.topics.get(topic).copied() else {
+        let Some((kind, _)) = self.topics.get(topic).copied() else {
             return Ok(());
         };
         let Some(task) = self.tasks.get_mut(&partition) else {
@@ -1133,11 +1138,7 @@ impl Engine {
                     Outcome::Superseded => "superseded",
                 };
                 // Field access, not `topic_index`: the key's entry is borrowed from the task.
-                let ti = self
-                    .order
-                    .iter()
-                    .position(|t| t == topic)
-                    .unwrap_or(usize::MAX);
+                let ti = self.topics.get(topic).map_or(usize::MAX, |t| t.1);
                 Tally::count(&mut self.tally.inputs, (ti, label));
                 // Every outcome may have changed the state (a superseded event is recorded
                 // as seen, a duplicate may refresh the key's class): persist them all.
@@ -1470,10 +1471,7 @@ impl Engine {
 
     /// The index of input topic `topic` in `order` (`usize::MAX` if it is not one).
     fn topic_index(&self, topic: &str) -> usize {
-        self.order
-            .iter()
-            .position(|t| t == topic)
-            .unwrap_or(usize::MAX)
+        self.topics.get(topic).map_or(usize::MAX, |t| t.1)
     }
 
     /// The start-up checks' verdict, if it has arrived (without waiting).
