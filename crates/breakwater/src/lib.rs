@@ -5,8 +5,8 @@
 //! - [`config`]: the TOML file with `BREAKWATER_*` environment overrides, validated with every
 //!   problem named at once.
 //! - [`processor`]: the consumer group, per-partition tasks over RocksDB state, the fold,
-//!   exactly-once commits, dead-lettering.
-//! - `restorer` (private): restoration from the changelog, between polls, in bounded steps.
+//!   exactly-once commits, restoration from the changelog, dead-lettering (its module docs
+//!   list its parts by role).
 //! - [`service`]: `run(cfg, metrics, shutdown)`: the processor thread, HTTP, graceful shutdown.
 //! - [`http`]: `/metrics`, `/health`, `/ready`, availability, the cascade map.
 //! - [`topics`]: creating a config's topics, co-partitioned.
@@ -19,7 +19,6 @@ pub mod http;
 pub mod metrics;
 pub mod partition_group;
 pub mod processor;
-mod restorer;
 pub mod service;
 pub mod topics;
 
