@@ -200,6 +200,127 @@ async fn kill_9_twenty_times_with_duplicates_and_late_events_loses_and_duplicate
     );
 }
 
+/// A backlog of history (a month old), with clock ticks every 100 ms and the processor killed
+/// six times while it works through it: a tick is the wall clock, and a partition whose
+/// backlog is still unread (after a restart, before its first fetch) is not idle. Every
+/// output is stamped with stream time, never with today's date, and is the pure fold's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn a_historical_backlog_killed_six_times_is_stamped_with_stream_time_not_the_wall_clock() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("history");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = config_text(&bootstrap, &prefix, &state, "history-0")
+        .replace("tick_interval_ms = 86400000", "tick_interval_ms = 100");
+    assert!(
+        text.contains("tick_interval_ms = 100\n"),
+        "ticks every 100 ms"
+    );
+    let cfg = config(&text);
+    breakwater::topics::create_topics(&cfg, PARTITIONS, 1)
+        .await
+        .unwrap();
+    // History older than the broker's retention (7 days) would be deleted under the test:
+    // inputs and outputs alike carry its timestamps.
+    for (topic, compacted) in breakwater::topics::all_topics(&cfg) {
+        if !compacted {
+            common::alter_topic(&bootstrap, &topic, "retention.ms", "-1").await;
+        }
+    }
+    let path = write_config(dir.path(), &text);
+    let log = dir.path().join("breakwater.log");
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+
+    // 6,000 events, one a second, starting 30 days ago: all of it is backlog.
+    let start = now_ms() - 30 * 86_400_000;
+    let p = producer(&bootstrap);
+    for i in 0..6000 {
+        let ts = start + i as i64 * 1000;
+        let (key, payload) = wms_event(i, KEYS, ts);
+        let rec = BaseRecord::to(&wms)
+            .key(&key)
+            .payload(&payload)
+            .timestamp(ts);
+        p.send(rec).map_err(|(e, _)| e).expect("send");
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    let last_input = start + 5999 * 1000;
+
+    let seed = now_ms() as u64 | 1;
+    eprintln!("history test seed {seed}");
+    let mut rng = Rng(seed);
+    for _ in 0..6 {
+        let mut child = spawn_binary(&path, &log);
+        std::thread::sleep(rng.millis(1500, 4000));
+        kill9(&mut child);
+    }
+    let port = free_port();
+    let path = write_config(dir.path(), &with_http_port(&text, port));
+    let mut child = spawn_binary(&path, &log);
+    let (b, g, t, l) = (
+        bootstrap.clone(),
+        cfg.kafka.group_id.clone(),
+        wms.clone(),
+        log.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        wait_ready(port, &l, Duration::from_secs(120));
+        wait_caught_up(&b, &g, &[&t], Duration::from_secs(180));
+    })
+    .await
+    .unwrap();
+    terminate(&mut child, &log);
+
+    // Once the backlog is read, idle partitions are ticked and their timers fire: each at its
+    // own deadline (a window or hold after some input), so no output is stamped more than a
+    // day after the last input.
+    let horizon = last_input + 86_400_000;
+    let mut outputs = 0;
+    let mut topics: Vec<String> = cfg
+        .model
+        .systems()
+        .iter()
+        .map(|s| s.propagation_topic.clone())
+        .collect();
+    topics.extend([cfg.topics.alerts.clone(), cfg.topics.decisions.clone()]);
+    for topic in &topics {
+        for r in read_all(&bootstrap, topic) {
+            outputs += 1;
+            assert!(
+                r.5 <= horizon,
+                "{topic} partition {} offset {} is stamped {} ms after the last input: a wall-clock tick ran ahead of unread input",
+                r.0,
+                r.1,
+                r.5 - last_input
+            );
+        }
+    }
+    assert!(outputs > 6000, "the backlog produces outputs to check");
+    // What the backlog itself produced is the pure fold's, once each; what the ticks after it
+    // added (timers firing at their deadlines) is all the rest.
+    let inputs = read_all(&bootstrap, &wms);
+    let want = expected(&cfg, &inputs);
+    let got = published(&bootstrap, &cfg);
+    for (id, (n, v)) in &got {
+        if let Some(w) = want.outputs.get(id) {
+            assert_eq!((*n, v), (1, w), "{id:?}");
+        }
+    }
+    let missing: Vec<_> = want
+        .outputs
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} outputs missing: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 /// Two instances' configs (`a` and `b`) in one group, with their own state, log and HTTP
 /// port, and a short session so a dead or paused member's partitions move within seconds;
 /// the topics are created. Returns the config and (config path, log, port) of each.

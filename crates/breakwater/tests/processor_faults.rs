@@ -147,19 +147,6 @@ async fn a_superseded_event_is_persisted_like_any_state_change() {
     assert_exactly_once(&want, &published(&bootstrap, &cfg));
 }
 
-async fn alter_topic(bootstrap: &str, topic: &str, key: &str, value: &str) {
-    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
-    for r in admin.alter_configs([&change], &opts).await.unwrap() {
-        r.unwrap();
-    }
-}
-
 /// A changelog whose cleanup policy deletes would lose the state of every key quiet for
 /// longer than its retention, and a restore would not notice: `run` refuses it at start,
 /// naming the fix.
@@ -171,7 +158,7 @@ async fn a_changelog_that_deletes_is_refused_at_start() {
     let state = tempfile::tempdir().unwrap();
     let cfg = config(&config_text(&bootstrap, &prefix, state.path(), "faults-2"));
     breakwater::topics::create_topics(&cfg, 1, 1).await.unwrap();
-    alter_topic(
+    common::alter_topic(
         &bootstrap,
         &cfg.topics.changelog,
         "cleanup.policy",
@@ -219,7 +206,7 @@ async fn a_changelog_with_deleted_records_is_not_restored_as_if_complete() {
     // Delete the changelog's records (DeleteRecords needs a delete policy), then put the
     // policy back, and start a new instance with no local state.
     let changelog = cfg.topics.changelog.clone();
-    alter_topic(&bootstrap, &changelog, "cleanup.policy", "delete").await;
+    common::alter_topic(&bootstrap, &changelog, "cleanup.policy", "delete").await;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -229,7 +216,7 @@ async fn a_changelog_with_deleted_records_is_not_restored_as_if_complete() {
         .unwrap();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     admin.delete_records(&tpl, &opts).await.unwrap();
-    alter_topic(&bootstrap, &changelog, "cleanup.policy", "compact").await;
+    common::alter_topic(&bootstrap, &changelog, "cleanup.policy", "compact").await;
 
     let fresh = tempfile::tempdir().unwrap();
     // The same instance id: a static member takes its partitions back at once.

@@ -48,3 +48,17 @@ pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
         r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
     }
 }
+
+/// Sets one config of `topic` (AlterConfigs: the topic's other overrides are reset).
+pub async fn alter_topic(bootstrap: &str, topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    for r in admin.alter_configs([&change], &opts).await.unwrap() {
+        r.unwrap();
+    }
+}
