@@ -8,7 +8,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/cargo-target/breakwater
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt kafka-start kafka-stop bench fuzz fuzz-smoke
+.PHONY: demo test build lint fmt kafka-start kafka-stop bench fuzz fuzz-smoke rules-test
 
 ## Run the embedded demo: in-process Kafka, the article's SKU-1247 story. Built with exactly
 ## the same invocation as `make test` (`cargo run -p breakwater` resolves other features and
@@ -19,7 +19,7 @@ demo:
 
 ## Build, start a real Kafka broker, run every test (unit, mock cluster, real broker), stop
 ## the broker even on failure, then fuzz the decoders briefly; non-zero exit on any failure.
-test:
+test: rules-test
 	$(CARGO) build --workspace --all-targets --locked
 	@set -euo pipefail; \
 	trap 'bash scripts/kafka.sh stop >&2' EXIT; \
@@ -28,6 +28,12 @@ test:
 	echo "Kafka at $$BREAKWATER_KAFKA_BOOTSTRAP" >&2; \
 	$(CARGO) test --workspace --locked --no-fail-fast -- --include-ignored
 	bash scripts/fuzz.sh smoke
+
+## The Prometheus alert rules: valid, and their unit tests (deploy/alerts.test.yml) pass.
+## promtool comes from Debian's prometheus package (.ci/run installs it).
+rules-test:
+	promtool check rules deploy/alerts.yml
+	promtool test rules deploy/alerts.test.yml
 
 ## The decoders under cargo fuzz (nightly), briefly: part of `make test`.
 fuzz-smoke:

@@ -115,6 +115,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every code [`Rejection::code`] returns.
+    pub const CODES: [&'static str; 9] = [
+        "unknown_system",
+        "empty_field",
+        "id_too_long",
+        "measure_not_allowed",
+        "mode_not_allowed",
+        "impossible_quantity",
+        "negative_field",
+        "invalid_sku",
+        "too_late",
+    ];
+
     /// A short, bounded code for metrics labels and the dead-letter `reason` header.
     pub fn code(&self) -> &'static str {
         match self {

@@ -2,6 +2,7 @@
 //! both logs and counts). Labels are bounded: topic, partition, system, handoff, kind,
 //! outcome, reason. Never a SKU, an offset or error text.
 
+use breakwater_core::{AlertKind, IncidentStatus, Model, Rejection};
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Input records by topic and outcome (`applied`, `duplicate`, `superseded`, `dead_letter`).
@@ -45,8 +46,11 @@ pub const INCOMPLETE_TASKS: &str = "breakwater_incomplete_partitions";
 pub const RESTORE_REMAINING: &str = "breakwater_restore_remaining_records";
 /// Changelog records restored into local state, by partition.
 pub const RESTORED: &str = "breakwater_restored_records_total";
-/// Wall-clock minus stream time, per partition.
-pub const STREAM_LAG: &str = "breakwater_stream_time_lag_seconds";
+/// A partition's stream time (the highest record timestamp folded), as a Unix time in
+/// seconds, set at every commit; NaN once the partition is revoked. Alert on
+/// `time() - breakwater_stream_time_seconds`: it grows when input lags and when the
+/// processor hangs.
+pub const STREAM_TIME: &str = "breakwater_stream_time_seconds";
 /// Processor (re)starts after an error, by error type.
 pub const RESTARTS: &str = "breakwater_processor_restarts_total";
 
@@ -140,13 +144,118 @@ pub fn describe() {
         "Changelog records restored into local state, by partition."
     );
     describe_gauge!(
-        STREAM_LAG,
+        STREAM_TIME,
         Unit::Seconds,
-        "Wall-clock time minus the partition's stream time."
+        "The partition's stream time (Unix seconds), set at every commit; NaN once revoked."
     );
     describe_counter!(
         RESTARTS,
         Unit::Count,
         "Processor restarts after an error, by error type."
     );
+}
+
+/// Dead-letter reason codes besides the fold's rejections ([`Rejection::CODES`]): records
+/// that cannot be decoded or do not belong where they are.
+pub const DEAD_LETTER_CODES: [&str; 9] = [
+    "empty_payload",
+    "system_mismatch",
+    "key_mismatch",
+    "too_short",
+    "bad_magic",
+    "unknown_schema_id",
+    "avro_decode",
+    "json_decode",
+    "undecodable",
+];
+
+/// Creates, at 0, every counter series whose labels are known at start: alerts by kind and
+/// system, dead letters by input topic and reason, handoff convergences, decisions, incident
+/// reports, commits, restarts. A series born at its first increment starts at 1, and
+/// `increase()` over a series born at 1 is 0: without this, the first OVERSELL (or dead
+/// letter, or aborted commit) after a start would never fire its alert.
+pub fn register_series(model: &Model, input_topics: &[String]) {
+    for sys in model.systems() {
+        let system = model.name(sys.id).to_owned();
+        for kind in AlertKind::ALL {
+            metrics::counter!(ALERTS, "kind" => kind.as_str(), "system" => system.clone())
+                .increment(0);
+        }
+        metrics::counter!(PROPAGATIONS, "system" => system.clone()).increment(0);
+        for origin in model.systems() {
+            if model.route(origin.id, sys.id).is_some() {
+                let handoff = format!("{}->{}", model.name(origin.id), system);
+                for within in ["true", "false"] {
+                    metrics::counter!(HANDOFF_CONVERGENCES, "handoff" => handoff.clone(), "within" => within)
+                        .increment(0);
+                }
+            }
+        }
+    }
+    for topic in input_topics {
+        for reason in Rejection::CODES.iter().chain(DEAD_LETTER_CODES.iter()) {
+            metrics::counter!(DEAD_LETTERS, "topic" => topic.clone(), "reason" => *reason)
+                .increment(0);
+        }
+    }
+    for decision in ["GRANTED", "REJECTED", "COMMITTED", "RELEASED", "EXPIRED"] {
+        metrics::counter!(DECISIONS, "decision" => decision).increment(0);
+    }
+    for kind in AlertKind::ALL {
+        for status in [
+            IncidentStatus::Opened,
+            IncidentStatus::Updated,
+            IncidentStatus::Resolved,
+        ] {
+            metrics::counter!(INCIDENTS, "kind" => kind.as_str(), "status" => status.as_str())
+                .increment(0);
+        }
+    }
+    for outcome in ["committed", "aborted"] {
+        metrics::counter!(COMMITS, "outcome" => outcome).increment(0);
+    }
+    for error_type in ["kafka", "store", "encode", "topics", "restore"] {
+        metrics::counter!(RESTARTS, "error_type" => error_type).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn the_first_alert_of_each_kind_has_a_zero_before_it() {
+        let cfg =
+            crate::Config::from_toml(include_str!("../../../deploy/breakwater.toml")).unwrap();
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            register_series(&cfg.model, &["inventory.wms.events".to_owned()]);
+        });
+        let series: Vec<String> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                assert!(matches!(value, DebugValue::Counter(0)), "{key:?} {value:?}");
+                let k = key.key();
+                let labels: Vec<String> = k
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                format!("{}{{{}}}", k.name(), labels.join(","))
+            })
+            .collect();
+        for want in [
+            "breakwater_alerts_total{kind=OVERSELL,system=storefront}",
+            "breakwater_alerts_total{kind=PHANTOM_AVAILABILITY,system=storefront}",
+            "breakwater_dead_letter_records_total{topic=inventory.wms.events,reason=json_decode}",
+            "breakwater_dead_letter_records_total{topic=inventory.wms.events,reason=impossible_quantity}",
+            "breakwater_commits_total{outcome=aborted}",
+            "breakwater_handoff_convergences_total{handoff=wms->erp,within=false}",
+        ] {
+            assert!(series.iter().any(|s| s == want), "{want} not in {series:#?}");
+        }
+    }
 }

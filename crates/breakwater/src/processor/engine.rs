@@ -581,10 +581,6 @@ impl Engine {
                     .timestamp(now),
             )?;
         }
-        for (p, task) in &self.tasks {
-            metrics::gauge!(m::STREAM_LAG, "partition" => p.to_string())
-                .set((now - task.meta.stream_time) as f64 / 1000.0);
-        }
         Ok(())
     }
 
@@ -683,6 +679,8 @@ impl Engine {
                 delivered.get(p).copied(),
                 self.cfg.processor.max_cached_keys,
             )?;
+            metrics::gauge!(m::STREAM_TIME, "partition" => p.to_string())
+                .set(task.meta.stream_time as f64 / 1000.0);
         }
         metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
         self.tally.record(&self.model, &self.order);
@@ -860,6 +858,8 @@ impl Engine {
         self.restorer.cancel(p);
         if self.tasks.remove(&p).is_some() {
             lock_write(&self.shared.stores).remove(&p);
+            // Not ours any more: its stream time is the new owner's to report.
+            metrics::gauge!(m::STREAM_TIME, "partition" => p.to_string()).set(f64::NAN);
             info!(partition = p, "partition closed");
         }
     }
