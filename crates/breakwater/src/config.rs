@@ -7,7 +7,7 @@
 //! next, and the cross-field rules (unknown systems, missing authorities, zero windows,
 //! duplicate topics, forbidden librdkafka keys) run over everything that parsed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use breakwater_core::model::{
     SystemConfig,
 };
 use breakwater_core::Model;
-use figment::providers::{Env, Format as _, Toml};
+use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -147,11 +147,75 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
-/// Whether a librdkafka key holds a secret (passwords, keys, tokens, OAuth config).
+/// Whether a librdkafka key holds a secret, by its name: passwords, passphrases, client
+/// secrets, private keys given inline, the OAUTHBEARER config (it may carry a token). A key
+/// that only names where a secret lives (`ssl.key.location`) is not one.
 pub fn is_secret(key: &str) -> bool {
-    ["password", "secret", "key", "token", "oauthbearer.config"]
+    [".password", ".passphrase", ".secret"]
         .iter()
-        .any(|s| key.contains(s))
+        .any(|s| key.ends_with(s))
+        || [
+            "ssl.key.pem",
+            "ssl_key",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.assertion.private.key.pem",
+        ]
+        .contains(&key)
+}
+
+/// The prefix of environment variables that set one librdkafka option each:
+/// `BREAKWATER_KAFKA_OPTION_SASL_PASSWORD=...` sets `sasl.password` (the rest of the name,
+/// lowercased, `_` for `.`), and `BREAKWATER_KAFKA_OPTION_SASL_PASSWORD_FILE=/run/secrets/x`
+/// reads it from that file (a container secret; one trailing newline is dropped). They
+/// override `[kafka.librdkafka_options]` in the file; the figment overrides
+/// (`BREAKWATER_SECTION__KEY`) cannot express a key with dots.
+pub const ENV_OPTION_PREFIX: &str = "BREAKWATER_KAFKA_OPTION_";
+
+/// The librdkafka options set by `vars` ([`ENV_OPTION_PREFIX`]), and the problems with them
+/// (a secret file that cannot be read, an option set both ways).
+fn env_options(
+    vars: impl Iterator<Item = (String, String)>,
+) -> (BTreeMap<String, String>, ConfigErrors) {
+    let mut options = BTreeMap::new();
+    let mut errs = ConfigErrors(Vec::new());
+    let mut from_file = BTreeSet::new();
+    for (var, value) in vars {
+        let Some(name) = var.strip_prefix(ENV_OPTION_PREFIX) else {
+            continue;
+        };
+        let (name, file) = match name.strip_suffix("_FILE") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        if name.is_empty() {
+            errs.push(var.clone(), "names no librdkafka option");
+            continue;
+        }
+        let key = name.to_ascii_lowercase().replace('_', ".");
+        let value = if file {
+            match std::fs::read_to_string(&value) {
+                Ok(v) => v.strip_suffix('\n').map(str::to_owned).unwrap_or(v),
+                Err(e) => {
+                    errs.push(var.clone(), format!("cannot read {value:?}: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            value
+        };
+        if (file && options.contains_key(&key)) || (!file && from_file.contains(&key)) {
+            errs.push(
+                var.clone(),
+                format!("{key} is set both directly and from a file; set one"),
+            );
+            continue;
+        }
+        if file {
+            from_file.insert(key.clone());
+        }
+        options.insert(key, value);
+    }
+    (options, errs)
 }
 
 /// `[topics]`: Breakwater's own topics. Systems' topics are in `[[systems]]`.
@@ -368,7 +432,8 @@ impl Config {
             );
             return Err(e);
         }
-        Config::from_figment(
+        let (options, mut problems) = env_options(std::env::vars());
+        let loaded = Config::from_figment(
             Figment::new()
                 .merge(Toml::file_exact(path))
                 // Only `BREAKWATER_<SECTION>__<KEY>`: other BREAKWATER_* variables (the
@@ -377,8 +442,17 @@ impl Config {
                     Env::prefixed(ENV_PREFIX)
                         .filter(|k| k.as_str().contains("__"))
                         .split("__"),
-                ),
-        )
+                )
+                .merge(Serialized::default("kafka.librdkafka_options", options)),
+        );
+        match loaded {
+            Ok(c) if problems.0.is_empty() => Ok(c),
+            Ok(_) => Err(problems),
+            Err(mut errs) => {
+                errs.0.append(&mut problems.0);
+                Err(errs)
+            }
+        }
     }
 
     /// Parses TOML text without environment overrides (tests, `breakwater demo`).
@@ -701,6 +775,93 @@ port = 1
     fn a_missing_file_is_an_error() {
         let errs = Config::load(Path::new("/nonexistent/breakwater.toml")).unwrap_err();
         assert!(errs.to_string().contains("no such file"), "{errs}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn any_librdkafka_option_can_come_from_the_environment_or_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        // The file sets one option itself; the environment adds the rest.
+        std::fs::write(
+            &path,
+            example().replace(
+                "[kafka.librdkafka_options]\n",
+                "[kafka.librdkafka_options]\n\"socket.keepalive.enable\" = \"true\"\n",
+            ),
+        )
+        .unwrap();
+        let secret = dir.path().join("sasl-password");
+        std::fs::write(&secret, "hunter2\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BREAKWATER_KAFKA_OPTION_SECURITY_PROTOCOL", "SASL_SSL");
+            jail.set_env("BREAKWATER_KAFKA_OPTION_SASL_USERNAME", "breakwater");
+            jail.set_env(
+                "BREAKWATER_KAFKA_OPTION_SASL_PASSWORD_FILE",
+                secret.display().to_string(),
+            );
+            let c = Config::load(&path).map_err(|e| e.to_string())?;
+            let o = &c.kafka.librdkafka_options;
+            assert_eq!(
+                o.get("security.protocol").map(String::as_str),
+                Some("SASL_SSL")
+            );
+            assert_eq!(
+                o.get("sasl.username").map(String::as_str),
+                Some("breakwater")
+            );
+            assert_eq!(o.get("sasl.password").map(String::as_str), Some("hunter2"));
+            // The file's own option is still there.
+            assert_eq!(
+                o.get("socket.keepalive.enable").map(String::as_str),
+                Some("true")
+            );
+            assert!(!format!("{c:?}").contains("hunter2"));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "BREAKWATER_KAFKA_OPTION_SASL_PASSWORD_FILE",
+                "/nonexistent/pw",
+            );
+            jail.set_env("BREAKWATER_KAFKA_OPTION_SSL_KEY_PASSWORD", "a");
+            jail.set_env(
+                "BREAKWATER_KAFKA_OPTION_SSL_KEY_PASSWORD_FILE",
+                secret.display().to_string(),
+            );
+            let errs = Config::load(&path).unwrap_err().to_string();
+            assert!(
+                errs.contains("BREAKWATER_KAFKA_OPTION_SASL_PASSWORD_FILE"),
+                "{errs}"
+            );
+            assert!(errs.contains("/nonexistent/pw"), "{errs}");
+            assert!(errs.contains("ssl.key.password is set both"), "{errs}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_name_not_by_substring() {
+        for secret in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "ssl.key.pem",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+        ] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for plain in [
+            "ssl.key.location",
+            "ssl.keystore.location",
+            "sasl.username",
+            "sasl.mechanism",
+            "ssl.ca.location",
+            "enable.ssl.certificate.verification",
+        ] {
+            assert!(!is_secret(plain), "{plain}");
+        }
     }
 
     #[test]
