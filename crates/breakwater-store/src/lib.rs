@@ -170,6 +170,19 @@ fn parse_timer_key(k: &[u8]) -> Option<(Millis, &[u8])> {
     Some((t as i64, key))
 }
 
+/// RocksDB's estimates for one partition's state ([`PartitionStore::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Estimated number of keys.
+    pub estimated_keys: u64,
+    /// Bytes in memtables (active and immutable).
+    pub memtable_bytes: u64,
+    /// Estimated bytes of SST index and filter blocks held outside the block cache.
+    pub table_readers_bytes: u64,
+    /// Bytes in the block cache.
+    pub block_cache_bytes: u64,
+}
+
 /// One partition's database.
 #[derive(Clone)]
 pub struct PartitionStore {
@@ -309,6 +322,28 @@ impl PartitionStore {
         self.db.cf_handle(name).ok_or(StoreError::Corrupt {
             what: "column family",
             detail: format!("{name} missing"),
+        })
+    }
+
+    /// What RocksDB reports of this partition's state column family: estimated keys and
+    /// memory (RocksDB's own estimates, cheap to read).
+    ///
+    /// # Errors
+    /// RocksDB property read errors.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let cf = self.cf(CF_STATE)?;
+        let prop = |name: &str| -> Result<u64, StoreError> {
+            Ok(self
+                .db
+                .property_int_value_cf(cf, name)
+                .map_err(|e| self.rocks(e))?
+                .unwrap_or(0))
+        };
+        Ok(StoreStats {
+            estimated_keys: prop("rocksdb.estimate-num-keys")?,
+            memtable_bytes: prop("rocksdb.cur-size-all-mem-tables")?,
+            table_readers_bytes: prop("rocksdb.estimate-table-readers-mem")?,
+            block_cache_bytes: prop("rocksdb.block-cache-usage")?,
         })
     }
 
@@ -464,6 +499,28 @@ mod tests {
             vec![(-10, b"SKU-2".to_vec()), (5_000, b"SKU-1|DC-1".to_vec())]
         );
         assert_eq!(s.due_timers(0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stats_count_the_keys_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PartitionStore::open(dir.path(), 0).unwrap();
+        assert_eq!(s.stats().unwrap().estimated_keys, 0);
+        let mut b = Batch::new();
+        for i in 0..100 {
+            let st = state(i, None);
+            b.put_state(
+                &s,
+                format!("SKU-{i}").as_bytes(),
+                &encode_state(&st),
+                None,
+                None,
+            );
+        }
+        s.write(b).unwrap();
+        let stats = s.stats().unwrap();
+        assert_eq!(stats.estimated_keys, 100);
+        assert!(stats.memtable_bytes > 0, "{stats:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use breakwater_core::{message_key, Model};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics as m;
 use crate::processor::Shared;
 
 #[derive(Clone)]
@@ -21,6 +22,7 @@ struct AppState {
     shared: Arc<Shared>,
     model: Arc<Model>,
     metrics: Option<PrometheusHandle>,
+    process: Arc<metrics_process::Collector>,
 }
 
 /// The router. `metrics` is the handle of the installed Prometheus recorder, if any.
@@ -35,10 +37,45 @@ pub fn router(shared: Arc<Shared>, model: Arc<Model>, metrics: Option<Prometheus
             shared,
             model,
             metrics,
+            process: Arc::new(metrics_process::Collector::default()),
         })
 }
 
+/// Sets the gauges read at scrape time: readiness, each owned partition's RocksDB estimates,
+/// the process's CPU, memory and file descriptors.
+fn scrape_gauges(s: &AppState) {
+    metrics::gauge!(m::READY).set(if s.shared.ready.load(Ordering::SeqCst) {
+        1.0
+    } else {
+        0.0
+    });
+    let stores: Vec<_> = s
+        .shared
+        .stores
+        .read()
+        .map(|m| m.iter().map(|(p, st)| (*p, st.clone())).collect())
+        .unwrap_or_default();
+    for (p, store) in stores {
+        let Ok(stats) = store.stats() else { continue };
+        let partition = p.to_string();
+        metrics::gauge!(m::ROCKSDB_KEYS, "partition" => partition.clone())
+            .set(stats.estimated_keys as f64);
+        for (kind, bytes) in [
+            ("memtables", stats.memtable_bytes),
+            ("table_readers", stats.table_readers_bytes),
+            ("block_cache", stats.block_cache_bytes),
+        ] {
+            metrics::gauge!(m::ROCKSDB_MEMORY, "partition" => partition.clone(), "kind" => kind)
+                .set(bytes as f64);
+        }
+    }
+    s.process.collect();
+}
+
 async fn render_metrics(State(s): State<AppState>) -> Response {
+    if s.metrics.is_some() {
+        scrape_gauges(&s);
+    }
     match &s.metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -155,6 +155,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     m::describe();
+    metrics_process::Collector::default().describe();
+    metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     breakwater::run(cfg, Some(handle), shutdown).await?;
     Ok(())
 }

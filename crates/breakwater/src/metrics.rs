@@ -51,6 +51,22 @@ pub const RESTORED: &str = "breakwater_restored_records_total";
 /// `time() - breakwater_stream_time_seconds`: it grows when input lags and when the
 /// processor hangs.
 pub const STREAM_TIME: &str = "breakwater_stream_time_seconds";
+/// 1 while the instance is ready (every assigned partition open and restored), else 0;
+/// set at every scrape.
+pub const READY: &str = "breakwater_ready";
+/// Records at the broker not yet consumed, per input topic and partition (librdkafka's
+/// `consumer_lag`, from its statistics every `statistics.interval.ms`); NaN once revoked.
+pub const CONSUMER_LAG: &str = "breakwater_consumer_lag_records";
+/// Always 1, labelled with the version.
+pub const BUILD_INFO: &str = "breakwater_build_info";
+/// RocksDB's estimate of the keys in a partition's state, set at every scrape.
+pub const ROCKSDB_KEYS: &str = "breakwater_rocksdb_estimated_keys";
+/// RocksDB's memory per partition by kind (`memtables`, `table_readers`, `block_cache`),
+/// set at every scrape.
+pub const ROCKSDB_MEMORY: &str = "breakwater_rocksdb_memory_bytes";
+/// RESOLVED alerts by the kind they resolve (DRIFT, PHANTOM_AVAILABILITY, HANDOFF_TIMEOUT)
+/// and system.
+pub const ALERTS_RESOLVED: &str = "breakwater_alerts_resolved_total";
 /// Processor (re)starts after an error, by error type.
 pub const RESTARTS: &str = "breakwater_processor_restarts_total";
 
@@ -148,11 +164,83 @@ pub fn describe() {
         Unit::Seconds,
         "The partition's stream time (Unix seconds), set at every commit; NaN once revoked."
     );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 while every assigned partition is open and restored, else 0."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Input records at the broker not yet consumed, by topic and partition; NaN once revoked."
+    );
+    describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; the version is a label.");
+    describe_gauge!(
+        ROCKSDB_KEYS,
+        Unit::Count,
+        "RocksDB's estimate of the keys in a partition's state."
+    );
+    describe_gauge!(
+        ROCKSDB_MEMORY,
+        Unit::Bytes,
+        "RocksDB memory per partition, by kind (memtables, table_readers, block_cache)."
+    );
+    describe_counter!(
+        ALERTS_RESOLVED,
+        Unit::Count,
+        "RESOLVED alerts published, by the kind they resolve and system."
+    );
     describe_counter!(
         RESTARTS,
         Unit::Count,
         "Processor restarts after an error, by error type."
     );
+}
+
+/// Every metric Breakwater exports and its labels (besides `instance` and `job`, which
+/// Prometheus adds). Histograms are listed by base name; their series are `_bucket` (with
+/// `le`), `_sum` and `_count`. The process collector's metrics (`process_*`) are listed by
+/// the names it exports on Linux. The dashboard and the alert rules are checked against this
+/// (`tests/deploy_metrics.rs`).
+pub const CATALOGUE: &[(&str, &[&str])] = &[
+    (INPUT_RECORDS, &["topic", "outcome"]),
+    (DEAD_LETTERS, &["topic", "reason"]),
+    (PROPAGATIONS, &["system"]),
+    (ALERTS, &["kind", "system"]),
+    (ALERTS_SUPPRESSED, &["kind", "system"]),
+    (ALERTS_RESOLVED, &["kind", "system"]),
+    (INCIDENTS, &["kind", "status"]),
+    (DECISIONS, &["decision"]),
+    (ENFORCED, &["partition"]),
+    (ACTIONS, &["system", "outcome"]),
+    (HANDOFF_LATENCY, &["handoff"]),
+    (HANDOFF_CONVERGENCES, &["handoff", "within"]),
+    (COMMIT_DURATION, &[]),
+    (COMMIT_RECORDS, &[]),
+    (COMMITS, &["outcome"]),
+    (PARTITIONS, &[]),
+    (INCOMPLETE_TASKS, &[]),
+    (RESTORE_REMAINING, &["partition"]),
+    (RESTORED, &["partition"]),
+    (STREAM_TIME, &["partition"]),
+    (READY, &[]),
+    (CONSUMER_LAG, &["topic", "partition"]),
+    (BUILD_INFO, &["version"]),
+    (ROCKSDB_KEYS, &["partition"]),
+    (ROCKSDB_MEMORY, &["partition", "kind"]),
+    (RESTARTS, &["error_type"]),
+    ("process_cpu_seconds_total", &[]),
+    ("process_resident_memory_bytes", &[]),
+    ("process_virtual_memory_bytes", &[]),
+    ("process_open_fds", &[]),
+    ("process_max_fds", &[]),
+    ("process_start_time_seconds", &[]),
+    ("process_threads", &[]),
+];
+
+/// Whether `name` is a histogram in [`CATALOGUE`].
+pub fn is_histogram(name: &str) -> bool {
+    [HANDOFF_LATENCY, COMMIT_DURATION, COMMIT_RECORDS].contains(&name)
 }
 
 /// Dead-letter reason codes besides the fold's rejections ([`Rejection::CODES`]): records
@@ -182,6 +270,14 @@ pub fn register_series(model: &Model, input_topics: &[String]) {
                 .increment(0);
         }
         metrics::counter!(PROPAGATIONS, "system" => system.clone()).increment(0);
+        for kind in [
+            AlertKind::Drift,
+            AlertKind::PhantomAvailability,
+            AlertKind::HandoffTimeout,
+        ] {
+            metrics::counter!(ALERTS_RESOLVED, "kind" => kind.as_str(), "system" => system.clone())
+                .increment(0);
+        }
         for origin in model.systems() {
             if model.route(origin.id, sys.id).is_some() {
                 let handoff = format!("{}->{}", model.name(origin.id), system);

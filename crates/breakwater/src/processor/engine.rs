@@ -432,6 +432,9 @@ impl Engine {
                         continue;
                     }
                     Tally::count(&mut self.tally.alerts, (a.kind, a.system));
+                    if let Some(resolves) = a.resolves {
+                        Tally::count(&mut self.tally.resolved, (resolves, a.system));
+                    }
                     let topic = self.cfg.topics.alerts.clone();
                     let rec = alert_record(&self.model, sku, location, a);
                     let payload = self.encode(&topic, &rec)?;
@@ -858,8 +861,14 @@ impl Engine {
         self.restorer.cancel(p);
         if self.tasks.remove(&p).is_some() {
             lock_write(&self.shared.stores).remove(&p);
-            // Not ours any more: its stream time is the new owner's to report.
-            metrics::gauge!(m::STREAM_TIME, "partition" => p.to_string()).set(f64::NAN);
+            // Not ours any more: its gauges are the new owner's to report.
+            let partition = p.to_string();
+            metrics::gauge!(m::STREAM_TIME, "partition" => partition.clone()).set(f64::NAN);
+            metrics::gauge!(m::ROCKSDB_KEYS, "partition" => partition.clone()).set(f64::NAN);
+            for kind in ["memtables", "table_readers", "block_cache"] {
+                metrics::gauge!(m::ROCKSDB_MEMORY, "partition" => partition.clone(), "kind" => kind)
+                    .set(f64::NAN);
+            }
             info!(partition = p, "partition closed");
         }
     }

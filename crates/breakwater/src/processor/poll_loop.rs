@@ -20,6 +20,7 @@ use super::error::{kafka, ProcessorError};
 use super::txn::{lock, Txn};
 use super::{base_client_config, transactional_id, Shared};
 use crate::config::Config;
+use crate::metrics as m;
 
 /// Records polled (without the engine lock) before the buffered ones are folded.
 const POLL_BURST: usize = 512;
@@ -68,6 +69,17 @@ impl ClientContext for ConsumerCtx {
         for (name, topic) in &statistics.topics {
             for (p, part) in &topic.partitions {
                 if *p >= 0 {
+                    // Lag of the partitions this member consumes; NaN for one it no longer
+                    // does (the new owner reports it).
+                    let lag = if part.desired && part.consumer_lag >= 0 {
+                        part.consumer_lag as f64
+                    } else {
+                        f64::NAN
+                    };
+                    if part.desired || offsets.contains_key(&(name.clone(), *p)) {
+                        metrics::gauge!(m::CONSUMER_LAG, "topic" => name.clone(), "partition" => p.to_string())
+                            .set(lag);
+                    }
                     offsets.insert(
                         (name.clone(), *p),
                         BrokerOffsets {

@@ -18,6 +18,8 @@ pub(crate) struct Tally {
     pub(crate) dead_letters: BTreeMap<(usize, &'static str), u64>,
     pub(crate) propagations: BTreeMap<SysId, u64>,
     pub(crate) alerts: BTreeMap<(AlertKind, SysId), u64>,
+    /// RESOLVED alerts: (the kind resolved, system).
+    pub(crate) resolved: BTreeMap<(AlertKind, SysId), u64>,
     pub(crate) suppressed: BTreeMap<(AlertKind, SysId), u64>,
     pub(crate) decisions: BTreeMap<&'static str, u64>,
     pub(crate) incidents: BTreeMap<(AlertKind, IncidentStatus), u64>,
@@ -47,6 +49,10 @@ impl Tally {
         }
         for ((kind, sys), n) in std::mem::take(&mut self.alerts) {
             metrics::counter!(m::ALERTS, "kind" => kind.as_str(), "system" => model.name(sys).to_owned())
+                .increment(n);
+        }
+        for ((kind, sys), n) in std::mem::take(&mut self.resolved) {
+            metrics::counter!(m::ALERTS_RESOLVED, "kind" => kind.as_str(), "system" => model.name(sys).to_owned())
                 .increment(n);
         }
         for ((kind, sys), n) in std::mem::take(&mut self.suppressed) {
