@@ -49,12 +49,7 @@ fn scrape_gauges(s: &AppState) {
     } else {
         0.0
     });
-    let stores: Vec<_> = s
-        .shared
-        .stores
-        .read()
-        .map(|m| m.iter().map(|(p, st)| (*p, st.clone())).collect())
-        .unwrap_or_default();
+    let stores = owned_stores(&s.shared);
     for (p, store) in stores {
         let Ok(stats) = store.stats() else { continue };
         let partition = p.to_string();
@@ -70,6 +65,16 @@ fn scrape_gauges(s: &AppState) {
         }
     }
     s.process.collect();
+}
+
+/// The stores of the partitions this instance owns, by partition (a snapshot: the map is
+/// not held while they are read).
+fn owned_stores(shared: &Shared) -> Vec<(i32, breakwater_store::PartitionStore)> {
+    shared
+        .stores
+        .read()
+        .map(|m| m.iter().map(|(p, st)| (*p, st.clone())).collect())
+        .unwrap_or_default()
 }
 
 async fn render_metrics(State(s): State<AppState>) -> Response {
@@ -137,12 +142,7 @@ async fn availability(
     Query(q): Query<KeyQuery>,
 ) -> Response {
     let key = message_key(&sku, &q.location);
-    let stores: Vec<_> = s
-        .shared
-        .stores
-        .read()
-        .map(|m| m.iter().map(|(p, st)| (*p, st.clone())).collect())
-        .unwrap_or_default();
+    let stores = owned_stores(&s.shared);
     for (partition, store) in stores {
         match store.get(key.as_bytes()) {
             Ok(Some(st)) => {

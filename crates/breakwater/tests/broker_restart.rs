@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::processor::{
     assert_exactly_once, changelog_states, config, config_text, expected, free_port, published,
-    read_all, spawn_binary, terminate, wait_caught_up, wait_ready, with_http_port, wms_event,
+    read_all, ready_and_caught_up, spawn_binary, terminate, wait_ready, with_http_port, wms_event,
 };
 use rdkafka::producer::{BaseRecord, Producer};
 
@@ -88,18 +88,15 @@ async fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    let (b, g, t, l) = (
-        bootstrap.clone(),
-        cfg.kafka.group_id.clone(),
-        wms.clone(),
-        log.clone(),
-    );
-    tokio::task::spawn_blocking(move || {
-        wait_ready(port, &l, Duration::from_secs(180));
-        wait_caught_up(&b, &g, &[&t], Duration::from_secs(240));
-    })
-    .await
-    .unwrap();
+    ready_and_caught_up(
+        &bootstrap,
+        &cfg.kafka.group_id,
+        &[&wms],
+        port,
+        &log,
+        Duration::from_secs(240),
+    )
+    .await;
     terminate(&mut child, &log);
 
     let inputs = read_all(&bootstrap, &wms);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use breakwater_store::PartitionStore;
 use common::processor::{
     assert_exactly_once, changelog_states, config, config_text, expected, free_port, kill9,
-    producer, published, read_all, spawn_binary, terminate, wait_caught_up, wait_ready,
-    with_http_port, wms_event,
+    producer, published, read_all, ready_and_caught_up, spawn_binary, terminate, wait_caught_up,
+    wait_ready, with_http_port, wms_event,
 };
 use rdkafka::producer::{BaseRecord, Producer};
 
@@ -156,18 +156,15 @@ async fn kill_9_twenty_times_with_duplicates_and_late_events_loses_and_duplicate
     let port = free_port();
     let path = write_config(dir.path(), &with_http_port(&text, port));
     let mut child = spawn_binary(&path, &log);
-    let (b, g, t, l) = (
-        bootstrap.clone(),
-        cfg.kafka.group_id.clone(),
-        wms.clone(),
-        log.clone(),
-    );
-    tokio::task::spawn_blocking(move || {
-        wait_ready(port, &l, Duration::from_secs(120));
-        wait_caught_up(&b, &g, &[&t], Duration::from_secs(180));
-    })
-    .await
-    .unwrap();
+    ready_and_caught_up(
+        &bootstrap,
+        &cfg.kafka.group_id,
+        &[&wms],
+        port,
+        &log,
+        Duration::from_secs(180),
+    )
+    .await;
     terminate(&mut child, &log);
 
     let inputs = read_all(&bootstrap, &wms);
@@ -259,18 +256,15 @@ async fn a_historical_backlog_killed_six_times_is_stamped_with_stream_time_not_t
     let port = free_port();
     let path = write_config(dir.path(), &with_http_port(&text, port));
     let mut child = spawn_binary(&path, &log);
-    let (b, g, t, l) = (
-        bootstrap.clone(),
-        cfg.kafka.group_id.clone(),
-        wms.clone(),
-        log.clone(),
-    );
-    tokio::task::spawn_blocking(move || {
-        wait_ready(port, &l, Duration::from_secs(120));
-        wait_caught_up(&b, &g, &[&t], Duration::from_secs(180));
-    })
-    .await
-    .unwrap();
+    ready_and_caught_up(
+        &bootstrap,
+        &cfg.kafka.group_id,
+        &[&wms],
+        port,
+        &log,
+        Duration::from_secs(180),
+    )
+    .await;
     terminate(&mut child, &log);
 
     // Once the backlog is read, idle partitions are ticked and their timers fire: each at its

@@ -69,10 +69,20 @@ impl ClientContext for ConsumerCtx {
         for (name, topic) in &statistics.topics {
             for (p, part) in &topic.partitions {
                 if *p >= 0 {
-                    // Lag of the partitions this member consumes; NaN for one it no longer
-                    // does (the new owner reports it).
-                    let lag = if part.desired && part.consumer_lag >= 0 {
-                        part.consumer_lag as f64
+                    // Lag of the partitions this member consumes: the last stable offset
+                    // minus the position (librdkafka's own `consumer_lag` counts from the
+                    // consumer's committed offset, which transactional offset commits never
+                    // update). NaN for a partition it no longer consumes (the new owner
+                    // reports it).
+                    let from = if part.app_offset >= 0 {
+                        part.app_offset
+                    } else if part.committed_offset >= 0 {
+                        part.committed_offset
+                    } else {
+                        part.lo_offset
+                    };
+                    let lag = if part.desired && part.ls_offset >= 0 && from >= 0 {
+                        (part.ls_offset - from).max(0) as f64
                     } else {
                         f64::NAN
                     };

@@ -110,12 +110,7 @@ impl Txn {
         &mut self,
         mut rec: BaseRecord<'_, [u8], [u8]>,
     ) -> Result<(), ProcessorError> {
-        if !self.open {
-            self.producer
-                .begin_transaction()
-                .map_err(kafka("begin_transaction"))?;
-            self.open = true;
-        }
+        self.begin()?;
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
@@ -166,12 +161,7 @@ impl Txn {
         offsets: &TopicPartitionList,
         group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), ProcessorError> {
-        if !self.open {
-            self.producer
-                .begin_transaction()
-                .map_err(kafka("begin_transaction"))?;
-            self.open = true;
-        }
+        self.begin()?;
         self.flush()?;
         if let Some(e) = lock(&self.producer.context().failed).take() {
             return Err(ProcessorError::Kafka {
@@ -192,6 +182,17 @@ impl Txn {
             .commit_transaction(TIMEOUT)
             .map_err(kafka("commit_transaction"))?;
         self.open = false;
+        Ok(())
+    }
+
+    /// Begins a transaction if none is open.
+    fn begin(&mut self) -> Result<(), ProcessorError> {
+        if !self.open {
+            self.producer
+                .begin_transaction()
+                .map_err(kafka("begin_transaction"))?;
+            self.open = true;
+        }
         Ok(())
     }
 

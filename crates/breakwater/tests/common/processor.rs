@@ -516,16 +516,15 @@ pub fn with_http_port(text: &str, port: u16) -> String {
     )
 }
 
-/// A blocking `GET` on 127.0.0.1: (status, body); status 0 when nothing answers.
+/// A blocking `GET` on 127.0.0.1 with HTTP/1.0 (so no chunked reply): (status, body);
+/// status 0 when nothing answers.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     let mut buf = String::new();
-    let sent = c.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
+    let sent = c.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes());
     if sent.is_err() || c.read_to_string(&mut buf).is_err() {
         return (0, String::new());
     }
@@ -603,4 +602,27 @@ pub async fn caught_up(cfg: &Config, topics: &[&str], timeout: Duration) {
     })
     .await
     .expect("join");
+}
+
+/// Waits, off the async runtime, until the instance serving HTTP on `port` is ready (it has
+/// joined and restored whatever the last run committed to Kafka but not to RocksDB) and
+/// group `group` has committed every record of `topics`; panics with the log's tail after
+/// `timeout` for each.
+pub async fn ready_and_caught_up(
+    bootstrap: &str,
+    group: &str,
+    topics: &[&str],
+    port: u16,
+    log: &Path,
+    timeout: Duration,
+) {
+    let (b, g, l) = (bootstrap.to_owned(), group.to_owned(), log.to_owned());
+    let t: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        wait_ready(port, &l, timeout);
+        let t: Vec<&str> = t.iter().map(String::as_str).collect();
+        wait_caught_up(&b, &g, &t, timeout);
+    })
+    .await
+    .expect("waiting for the instance");
 }
