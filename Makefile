@@ -8,7 +8,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/cargo-target/breakwater
 export CARGO_TARGET_DIR
 CARGO ?= cargo
 
-.PHONY: demo test build lint fmt kafka-start kafka-stop bench fuzz fuzz-smoke rules-test
+.PHONY: demo test build lint fmt kafka-start kafka-stop bench fuzz fuzz-smoke deploy-check
 
 ## Run the embedded demo: in-process Kafka, the article's SKU-1247 story. Built with exactly
 ## the same invocation as `make test` (`cargo run -p breakwater` resolves other features and
@@ -19,7 +19,7 @@ demo:
 
 ## Build, start a real Kafka broker, run every test (unit, mock cluster, real broker), stop
 ## the broker even on failure, then fuzz the decoders briefly; non-zero exit on any failure.
-test: rules-test
+test: deploy-check
 	$(CARGO) build --workspace --all-targets --locked
 	@set -euo pipefail; \
 	trap 'bash scripts/kafka.sh stop >&2' EXIT; \
@@ -29,11 +29,12 @@ test: rules-test
 	$(CARGO) test --workspace --locked --no-fail-fast -- --include-ignored
 	bash scripts/fuzz.sh smoke
 
-## The Prometheus alert rules: valid, and their unit tests (deploy/alerts.test.yml) pass.
-## promtool comes from Debian's prometheus package (.ci/run installs it).
-rules-test:
-	promtool check rules deploy/alerts.yml
-	promtool test rules deploy/alerts.test.yml
+## The deploy side without a Docker engine: docker-compose config, the Prometheus config,
+## the alert rules and their unit tests (deploy/alerts.test.yml), the Alertmanager config,
+## the dashboard's JSON, the runbook links. Needs Debian's docker-compose, prometheus
+## (promtool) and prometheus-alertmanager (amtool); .ci/run installs them.
+deploy-check:
+	bash scripts/deploy-check.sh
 
 ## The decoders under cargo fuzz (nightly), briefly: part of `make test`.
 fuzz-smoke:
