@@ -60,6 +60,9 @@ pub(crate) struct Engine {
     tasks: BTreeMap<i32, Task>,
     /// Input records in the open batch.
     pub(crate) batch_records: usize,
+    /// The open batch consumed or sent something (an input, a tick) and is not committed:
+    /// an abort now counts as an aborted commit.
+    batch_open: bool,
     /// Drain rounds so far (which task goes first).
     drains: usize,
     /// Partitions assigned for some input topics only (not opened, paused).
@@ -108,6 +111,7 @@ impl Engine {
             order,
             tasks: BTreeMap::new(),
             batch_records: 0,
+            batch_open: false,
             drains: 0,
             incomplete: BTreeSet::new(),
             restorer: Restorer::new(Arc::clone(cfg)),
@@ -228,6 +232,7 @@ impl Engine {
         task.consumed(topic, msg.offset() + 1);
         task.last_input = Instant::now();
         self.batch_records += 1;
+        self.batch_open = true;
         // A record without a timestamp is folded at the partition's stream time: the wall
         // clock has no place on the fold path.
         let ts = msg.timestamp().to_millis();
@@ -385,11 +390,17 @@ impl Engine {
             };
             let (model, out) = (&self.model, &mut self.out);
             out.clear();
-            // Timers never reject.
-            task.update(&key, |state| {
-                apply(model, state, Input::Timer, deadline, out)
-            })?
-            .ok();
+            // Timers never reject. Firing at `deadline` settles everything due by then, so
+            // the key's next deadline is later (the index entry `pop_due` took is not put back
+            // by `update` when the deadline stays the same).
+            let next = task.update(&key, |state| {
+                let _ = apply(model, state, Input::Timer, deadline, out);
+                state.next_timer()
+            })?;
+            debug_assert!(
+                next.is_none_or(|n| n > deadline),
+                "a fired timer stayed due"
+            );
             let key = String::from_utf8_lossy(&key).into_owned();
             let (sku, location) = split_key(&key);
             self.emit(partition, &key, sku, location, deadline)?;
@@ -576,6 +587,7 @@ impl Engine {
             .collect();
         drop(stats);
         for p in idle {
+            self.batch_open = true;
             self.txn.send(
                 BaseRecord::to(&self.cfg.topics.ticks)
                     .partition(p)
@@ -625,10 +637,9 @@ impl Engine {
     /// drops the tasks with every change not committed, so nothing of the batch can reach
     /// Kafka or RocksDB; the next incarnation reopens them from the committed state.
     pub(crate) fn abort_and_close(&mut self) {
-        let open_batch = self.txn.is_open()
-            || self.batch_records > 0
-            || self.tasks.values().any(Task::has_positions);
+        let open_batch = self.batch_open || self.txn.is_open();
         self.txn.abort();
+        self.batch_open = false;
         if open_batch {
             metrics::counter!(m::COMMITS, "outcome" => "aborted").increment(1);
         }
@@ -654,8 +665,49 @@ impl Engine {
             return Ok(());
         }
         let started = Instant::now();
-        // One changelog record per changed key, and the incident book and stream time when
-        // they changed.
+        let staged = self
+            .stage_changelog()
+            .and_then(|()| batch_offsets(&self.tasks));
+        let offsets = match staged {
+            Ok(o) => o,
+            Err(e) => {
+                // Abort now, not when the incarnation ends: on revoke, the partitions are
+                // handed over right after this, and an open transaction would hold back the
+                // new owner's read_committed restore.
+                self.txn.abort();
+                return Err(e);
+            }
+        };
+        let delivered = self.txn.commit(&offsets, consumer.group_metadata())?;
+        // Kafka is the commit point: the batch is committed, whatever happens to the RocksDB
+        // write below (a failed write is repaired from the changelog on the next start).
+        self.batch_open = false;
+        metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
+        self.tally.record(&self.model, &self.order);
+        self.shared
+            .committed_records
+            .fetch_add(self.batch_records as u64, Ordering::SeqCst);
+        metrics::histogram!(m::COMMIT_RECORDS).record(self.batch_records as f64);
+        self.batch_records = 0;
+        for (p, task) in &mut self.tasks {
+            // A restoring task's store is the restorer's until it finishes.
+            if task.restoring {
+                continue;
+            }
+            task.persist(
+                delivered.get(p).copied(),
+                self.cfg.processor.max_cached_keys,
+            )?;
+            metrics::gauge!(m::STREAM_TIME, "partition" => p.to_string())
+                .set(task.meta.stream_time as f64 / 1000.0);
+        }
+        metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Sends the batch's changelog records into the transaction: per task, one record per
+    /// changed key, then the incident book and stream time when they changed.
+    fn stage_changelog(&mut self) -> Result<(), ProcessorError> {
         let changelog = self.cfg.topics.changelog.as_str();
         for (p, task) in &self.tasks {
             if task.restoring {
@@ -671,28 +723,6 @@ impl Engine {
                 )
             })?;
         }
-        let offsets = batch_offsets(&self.tasks)?;
-        let delivered = self.txn.commit(&offsets, consumer.group_metadata())?;
-        for (p, task) in &mut self.tasks {
-            // A restoring task's store is the restorer's until it finishes.
-            if task.restoring {
-                continue;
-            }
-            task.persist(
-                delivered.get(p).copied(),
-                self.cfg.processor.max_cached_keys,
-            )?;
-            metrics::gauge!(m::STREAM_TIME, "partition" => p.to_string())
-                .set(task.meta.stream_time as f64 / 1000.0);
-        }
-        metrics::counter!(m::COMMITS, "outcome" => "committed").increment(1);
-        self.tally.record(&self.model, &self.order);
-        self.shared
-            .committed_records
-            .fetch_add(self.batch_records as u64, Ordering::SeqCst);
-        metrics::histogram!(m::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::COMMIT_RECORDS).record(self.batch_records as f64);
-        self.batch_records = 0;
         Ok(())
     }
 

@@ -37,7 +37,8 @@ impl ProducerContext for DeliveryContext {
                     *e = (*e).max(msg.offset());
                 }
             }
-            // Purged by our own abort: that batch is abandoned already.
+            // Purged: only an abort (ours, inside abort_transaction) or the producer's
+            // destruction purges, and that batch is abandoned already.
             Err((
                 KafkaError::MessageProduction(
                     RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight,
@@ -58,6 +59,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How long a commit, a flush or an abort may take before the batch counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an abort waits for what was sent to be acknowledged first: a broker that does
+/// not answer within this will not answer the abort either.
+const ABORT_FLUSH: Duration = Duration::from_secs(10);
 
 /// The transactional producer and whether a transaction is open.
 pub(crate) struct Txn {
@@ -162,7 +166,7 @@ impl Txn {
         group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), ProcessorError> {
         self.begin()?;
-        self.flush()?;
+        self.flush(TIMEOUT)?;
         if let Some(e) = lock(&self.producer.context().failed).take() {
             return Err(ProcessorError::Kafka {
                 op: "deliver",
@@ -207,7 +211,7 @@ impl Txn {
             // first AddPartitionsToTxn fails fatally with INVALID_TXN_STATE (librdkafka#4849).
             // So let what was sent be acknowledged (written, then aborted: invisible to
             // read_committed readers), serving the reports, and then abort.
-            if let Err(e) = self.flush() {
+            if let Err(e) = self.flush(ABORT_FLUSH) {
                 warn!(error = %e, "delivery reports before the abort");
             }
             if let Err(e) = self.producer.abort_transaction(TIMEOUT) {
@@ -226,8 +230,8 @@ impl Txn {
     /// rust-rdkafka's own `flush` polls in 100 ms slices and sits out the whole slice even
     /// when the last acknowledgement arrives at once, which added 100 ms to every commit; this
     /// polls in 1 ms slices.
-    fn flush(&self) -> Result<(), ProcessorError> {
-        let deadline = Instant::now() + TIMEOUT;
+    fn flush(&self, timeout: Duration) -> Result<(), ProcessorError> {
+        let deadline = Instant::now() + timeout;
         // A flush with no time to wait still sends whatever is lingering at once.
         let _ = self.producer.flush(Duration::ZERO);
         while self.producer.in_flight_count() > 0 {
