@@ -93,6 +93,73 @@ async fn a_record_too_large_for_the_dead_letter_topic_loses_no_output() {
     assert!(dead[0].3.len() < 4096 && garbage.starts_with(&dead[0].3));
 }
 
+/// An output topic that refuses the batch's records for a while (its `max.message.bytes`
+/// below a propagation record's size): every commit fails and is aborted. The loop used to
+/// commit the failed batch's state and offsets anyway on its way out, without the outputs
+/// that had just been aborted, so those propagations and alerts were lost for good. After an
+/// error nothing of the open batch is committed: once the topic accepts records again, every
+/// output is published, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run `make test`"]
+async fn an_output_topic_that_refuses_records_for_a_while_loses_no_output() {
+    let bootstrap = common::bootstrap();
+    let prefix = common::unique("faults-refuse");
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(&config_text(&bootstrap, &prefix, state.path(), "faults-0"));
+    breakwater::topics::create_topics(&cfg, 2, 1).await.unwrap();
+    let erp = cfg
+        .model
+        .system_by_name("erp")
+        .unwrap()
+        .propagation_topic
+        .clone();
+    // Below any propagation record (about 350 bytes with its batch header), above a
+    // transaction marker's control batch (under 100), which the coordinator must still write.
+    common::alter_topic(&bootstrap, &erp, "max.message.bytes", "200").await;
+
+    let wms = cfg.model.system_by_name("wms").unwrap().input_topic.clone();
+    let p = producer(&bootstrap);
+    let now = now_ms() - 3_600_000;
+    for i in 0..60 {
+        let (key, payload) = wms_event(i, 7, now + i as i64);
+        send_sync(&p, &wms, Some(key.as_bytes()), &payload, now + i as i64);
+    }
+    let text = config_text(&bootstrap, &prefix, state.path(), "faults-0");
+    let path = state.path().join("breakwater.toml");
+    std::fs::write(&path, &text).unwrap();
+    let log = state.path().join("breakwater.log");
+    let mut child = common::processor::spawn_binary(&path, &log);
+    // Long enough for several batches to fail, abort and restart.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    common::alter_topic(&bootstrap, &erp, "max.message.bytes", "1048588").await;
+    let (b, g, t, l) = (
+        bootstrap.clone(),
+        cfg.kafka.group_id.clone(),
+        wms.clone(),
+        log.clone(),
+    );
+    let done = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(|| {
+            common::processor::wait_caught_up(&b, &g, &[&t], Duration::from_secs(90))
+        })
+        .map_err(|_| common::processor::log_tail(&l, 60))
+    })
+    .await
+    .unwrap();
+    common::processor::terminate(&mut child, &log);
+    if let Err(tail) = done {
+        panic!("not caught up; log:\n{tail}");
+    }
+
+    let want = expected(&cfg, &valid_inputs(&bootstrap, &wms));
+    assert!(
+        want.outputs.keys().any(|(t, _)| *t == erp),
+        "the input produces ERP propagations"
+    );
+    assert_exactly_once(&want, &published(&bootstrap, &cfg));
+    assert_eq!(changelog_states(&bootstrap, &cfg), want.states);
+}
+
 /// A late ABSOLUTE (an older `source_seq` than the value held) changes no number but is
 /// recorded as seen; the processor wrote a key's state only when an input was Applied, so
 /// the store and the changelog missed it and a restart forgot it. Every state change is
