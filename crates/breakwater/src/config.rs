@@ -291,8 +291,11 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
+/// Loopback unless configured: the API answers availability reads for anyone who can reach
+/// it, so exposing it is a decision (`listen = "0.0.0.0:9464"` in a container, behind a
+/// network policy).
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9464))
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 impl Default for HttpConfig {
@@ -862,6 +865,18 @@ port = 1
         ] {
             assert!(!is_secret(plain), "{plain}");
         }
+    }
+
+    #[test]
+    fn the_http_api_listens_on_loopback_unless_configured() {
+        let text = example().replace("listen = \"0.0.0.0:9464\"\n", "");
+        assert!(
+            !text.contains("listen ="),
+            "the example sets no listen address now"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9464".parse().unwrap());
+        assert!(c.http.listen.ip().is_loopback());
     }
 
     #[test]
