@@ -26,6 +26,20 @@ pub(crate) enum TopicKind {
     Ticks,
 }
 
+/// The input topics of `cfg` and what each carries: every system's, the reservations, the
+/// ticks.
+pub(crate) fn input_topics(cfg: &Config) -> Vec<(String, TopicKind)> {
+    let mut inputs: Vec<(String, TopicKind)> = cfg
+        .model
+        .systems()
+        .iter()
+        .map(|s| (s.input_topic.clone(), TopicKind::Events(s.id)))
+        .collect();
+    inputs.push((cfg.topics.reservations.clone(), TopicKind::Commands));
+    inputs.push((cfg.topics.ticks.clone(), TopicKind::Ticks));
+    inputs
+}
+
 /// Checks the input topics exist and are co-partitioned, and that Breakwater's own topics
 /// have at least as many partitions. Returns what each input topic carries.
 ///
@@ -45,14 +59,7 @@ pub(crate) fn check_topics(cfg: &Config) -> Result<HashMap<String, TopicKind>, P
             .find(|mt| mt.name() == t && mt.error().is_none())
             .map(|mt| mt.partitions().len())
     };
-    let mut inputs: Vec<(String, TopicKind)> = cfg
-        .model
-        .systems()
-        .iter()
-        .map(|s| (s.input_topic.clone(), TopicKind::Events(s.id)))
-        .collect();
-    inputs.push((cfg.topics.reservations.clone(), TopicKind::Commands));
-    inputs.push((cfg.topics.ticks.clone(), TopicKind::Ticks));
+    let inputs = input_topics(cfg);
     let mut problems = Vec::new();
     let mut partitions = None;
     for (t, _) in &inputs {

@@ -116,13 +116,10 @@ pub fn run_blocking(
     stop: Arc<AtomicBool>,
 ) -> Result<(), ProcessorError> {
     shared.alive.store(true, Ordering::SeqCst);
-    let mut inputs: Vec<String> = cfg
-        .model
-        .systems()
-        .iter()
-        .map(|s| s.input_topic.clone())
+    let inputs: Vec<String> = checks::input_topics(&cfg)
+        .into_iter()
+        .map(|(t, _)| t)
         .collect();
-    inputs.extend([cfg.topics.reservations.clone(), cfg.topics.ticks.clone()]);
     m::register_series(&cfg.model, &inputs);
     let mut backoff = Duration::from_millis(200);
     let started = Instant::now();

@@ -46,6 +46,8 @@ pub(crate) struct BrokerOffsets {
     pub(crate) position: i64,
     /// The last stable offset (the high watermark for non-transactional data).
     pub(crate) last_stable: i64,
+    /// This member consumes it (assigned).
+    pub(crate) desired: bool,
 }
 
 /// Whether an input partition with nothing buffered has nothing more at the broker, from
@@ -73,7 +75,7 @@ impl ClientContext for ConsumerCtx {
                     // minus the position (librdkafka's own `consumer_lag` counts from the
                     // consumer's committed offset, which transactional offset commits never
                     // update). NaN for a partition it no longer consumes (the new owner
-                    // reports it).
+                    // reports it); nothing for one it never consumed.
                     let from = if part.app_offset >= 0 {
                         part.app_offset
                     } else if part.committed_offset >= 0 {
@@ -86,16 +88,19 @@ impl ClientContext for ConsumerCtx {
                     } else {
                         f64::NAN
                     };
-                    if part.desired || offsets.contains_key(&(name.clone(), *p)) {
+                    let key = (name.clone(), *p);
+                    let was_desired = offsets.get(&key).is_some_and(|o| o.desired);
+                    if part.desired || was_desired {
                         metrics::gauge!(m::CONSUMER_LAG, "topic" => name.clone(), "partition" => p.to_string())
                             .set(lag);
                     }
                     offsets.insert(
-                        (name.clone(), *p),
+                        key,
                         BrokerOffsets {
                             low: part.lo_offset,
                             position: part.app_offset,
                             last_stable: part.ls_offset,
+                            desired: part.desired,
                         },
                     );
                 }
@@ -303,6 +308,7 @@ mod tests {
             low,
             position,
             last_stable,
+            desired: true,
         })
     }
 
